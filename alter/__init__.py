@@ -1,0 +1,1 @@
+"""ALTER: asymmetric LoRA with token-entropy-guided unlearning (see ALTER_SPEC)."""

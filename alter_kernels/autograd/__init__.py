@@ -1,0 +1,1 @@
+"""torch.autograd.Function wrappers around the kernels' launchers (kept apart from the kernels)."""

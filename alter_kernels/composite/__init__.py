@@ -1,0 +1,1 @@
+"""Kernels composed from PyTorch operators: the path where no Triton or C++ kernel applies."""

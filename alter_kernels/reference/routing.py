@@ -1,0 +1,39 @@
+"""Reference entropy-dispatched routing (ALTER_SPEC sections 1 and 4).
+
+mode="infer" (section 4), per token n with router logits u[n] over E experts:
+  - H[n] <  theta (knowledge token): one-hot on argmax u[n] (ties: lowest index).
+  - H[n] >= theta (structural token): w = softmax(u[n] / tau_high); keep the retain expert and
+    the top_k forget experts by w (all of them when fewer exist), zero the rest, renormalise.
+mode="train" (section 1): dense w = softmax(u[n] / tau), tau = tau_high if H[n] >= theta else
+  tau_low; every expert keeps its weight.
+NaN entropies are not allowed; +inf counts as high (the first position of a sequence).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def route_reference(entropy: torch.Tensor, router_logits: torch.Tensor, theta: float, *, tau_high: float = 2.0,
+                    tau_low: float = 0.5, top_k: int = 3, retain_index: int = 0, mode: str = "infer") -> torch.Tensor:
+    u = router_logits.to(torch.float32)
+    high = entropy >= theta
+    E = u.shape[-1]
+    if mode == "train":
+        tau = torch.where(high, torch.full_like(entropy, tau_high, dtype=torch.float32),
+                          torch.full_like(entropy, tau_low, dtype=torch.float32))
+        return torch.softmax(u / tau[:, None], dim=-1)
+    low_gates = torch.nn.functional.one_hot(u.argmax(-1), E).to(torch.float32)
+    w = torch.softmax(u / tau_high, dim=-1)
+    keep = torch.zeros_like(w, dtype=torch.bool)
+    keep[:, retain_index] = True
+    n_forget = E - 1
+    k = min(top_k, n_forget)
+    if k > 0:
+        forget_w = w.clone()
+        forget_w[:, retain_index] = float("-inf")
+        top = forget_w.topk(k, dim=-1).indices
+        keep.scatter_(1, top, True)
+    kept = torch.where(keep, w, torch.zeros_like(w))
+    high_gates = kept / kept.sum(-1, keepdim=True)
+    return torch.where(high[:, None], high_gates, low_gates)

@@ -1,0 +1,43 @@
+"""Builders for tiny in-process models and tokenizers used across the test-suite."""
+
+from __future__ import annotations
+
+import string
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer (printable ASCII + specials) with a ChatML chat template."""
+    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + chars)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "</s>"])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def make_tiny_llama(vocab_size: int = 128, hidden: int = 32, layers: int = 2, heads: int = 4,
+                    intermediate: int = 64, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+    """A random-initialised 2-layer Llama, small enough for a forward in milliseconds."""
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                      max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0, bos_token_id=2,
+                      eos_token_id=5)
+    model = LlamaForCausalLM(cfg).to(dtype)
+    model.eval()
+    return model
