@@ -1,1 +1,12 @@
-"""ALTER: asymmetric LoRA with token-entropy-guided unlearning (see ALTER_SPEC)."""
+"""ALTER: asymmetric LoRA with token-entropy-guided unlearning of LLMs (see ALTER_SPEC).
+
+Public API: :class:`AlterLinear` (drop-in layer), :class:`AlterConfig`, :func:`wrap`,
+:class:`AlterModel`, :func:`load_adapter`, and ``alter.models.load`` for the embedded model.
+"""
+
+from alter.config import AlterConfig
+from alter.layer import AlterLinear
+from alter.model import AlterModel, load_adapter, wrap
+
+__all__ = ["AlterConfig", "AlterLinear", "AlterModel", "load_adapter", "wrap"]
+__version__ = "0.1.0"

@@ -1,0 +1,122 @@
+"""``alter-train``: unlearn a forget set from a model with ALTER (or a baseline), or run the demo.
+
+    alter-train --forget PATH|NAME --retain PATH|NAME [--model smollm2-135m] [--output DIR]
+                [--config YAML] [--resume] [--<hyperparameter> VALUE ...]
+    alter-train --demo [--quick]
+
+Bad input (a missing file, an empty forget set, an unknown model, an unknown config key) is
+reported in one line, without a traceback (``--debug`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from alter.cli.options import UsageError, add_config_flags, build_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alter-train",
+        description="Unlearn a forget set from a causal LM with ALTER (asymmetric LoRA + token-entropy routing), "
+                    "or run the demo on the embedded SmolLM2-135M-Instruct.")
+    p.add_argument("--forget", metavar="PATH|NAME", help="forget set: a .json/.jsonl/.csv/.parquet file, a directory "
+                   "of them, or a hub dataset such as locuslab/TOFU:forget10")
+    p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
+    p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
+                   "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--output", default=None, help="output directory (default: alter_runs/<method>-<time>)")
+    p.add_argument("--config", default=None, metavar="YAML", help="YAML file of hyperparameters (keys as below)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="write a checkpoint every N optimisation steps (always at the end of each phase)")
+    p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
+    p.add_argument("--retain-limit", type=int, default=None, metavar="N", help="use the first N retain examples")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--demo", action="store_true", help="the main job on a fresh machine: teach the embedded SmolLM2 "
+                   "synthetic authors, unlearn 10%% of them with ALTER, print a before/after table")
+    p.add_argument("--quick", action="store_true", help="with --demo: a short smoke run (a few steps, small sets)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    add_config_flags(p)
+    return p
+
+
+def _load_sets(args):
+    from alter.data.readers import load_examples
+    from alter.data.schema import FORGET_DOMAIN, QAExample, RETAIN_DOMAIN
+
+    if not args.forget:
+        raise UsageError("--forget is required (or use --demo)")
+    if not args.retain:
+        raise UsageError("--retain is required (or use --demo)")
+    forget = load_examples(args.forget, domain=FORGET_DOMAIN, limit=args.forget_limit)
+    retain = load_examples(args.retain, domain=RETAIN_DOMAIN, limit=args.retain_limit)
+    for name, rows in (("forget", forget), ("retain", retain)):
+        if rows and not isinstance(rows[0], QAExample):
+            raise UsageError(f"--{name} {getattr(args, name)} holds multiple-choice items; training needs "
+                             "question/answer pairs or text passages")
+    if not forget:
+        raise UsageError(f"empty forget set: {args.forget} has no examples")
+    return forget, retain
+
+
+def run_train(args) -> int:
+    import torch
+
+    from alter import models
+    from alter.train import AlterTrainer
+
+    config = build_config(args)
+    forget, retain = _load_sets(args)
+    output = Path(args.output or f"alter_runs/alter-{time.strftime('%Y%m%d-%H%M%S')}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = models.load(args.model, device=device)
+    trainer = AlterTrainer(model, tokenizer, config, forget, retain, output_dir=output,
+                           checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    wrapped = trainer.train(resume=args.resume)
+    rep = trainer.report
+    print(f"theta = {rep.theta:.4f} ({config.theta}); {rep.entropy_summary['frac_high']:.0%} of "
+          f"{rep.entropy_summary['answer_tokens']} answer tokens are high entropy")
+    for phase, stats in rep.phases.items():
+        print(f"{phase}: {stats['steps']} steps, {stats['seconds']:.0f} s, peak memory "
+              f"{stats['peak_memory_bytes'] / 2**30:.2f} GiB")
+    print(f"adapter ({wrapped.adapter_parameter_count():,} parameters, domains {wrapped.domains}) saved to "
+          f"{output / 'adapter'}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        if args.demo:
+            from alter.demo import run_demo
+            return run_demo(args)
+        if args.quick:
+            raise UsageError("--quick only applies to --demo")
+        return run_train(args)
+    except KeyboardInterrupt:
+        print("alter-train: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for user errors; --debug for the rest
+        if args.debug:
+            raise
+        from alter.cli.errors import describe
+        message = describe(exc)
+        if message is None:
+            raise
+        print(f"alter-train: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

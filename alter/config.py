@@ -1,0 +1,154 @@
+"""Every hyperparameter of the method (ALTER_SPEC sections 1-5) with its default and meaning.
+
+The ``help`` of each field is what ``alter-train --help`` prints; every **[choice]** of the spec
+is a field here, not a constant in the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+THETA_PATTERN = re.compile(r"^(auto|quantile:(0(\.\d+)?|1(\.0+)?)|[-+]?\d*\.?\d+([eE][-+]?\d+)?)$")
+
+
+@dataclass
+class AlterConfig:
+    # --- the layer (section 1) ---
+    r: int = _f(8, "LoRA rank of the shared A and of every expert B_j")
+    alpha: float = _f(16.0, "LoRA alpha; the adapter output is scaled by alpha / r")
+    target_modules: Union[str, List[str]] = _f(
+        "all-linear", "which linear layers to adapt: 'all-linear' (every linear layer of every block), a list of "
+        "name suffixes (e.g. q_proj,v_proj) or a regex matched against the full module name")
+    dropout: float = _f(0.0, "dropout on the adapter's input")
+    forget_domains: List[str] = _f(["forget"], "names of the forget sub-domains D_F1..D_FK: one expert B_Fk each")
+    retain_domain: str = _f("retain", "name of the retain domain (its expert B_R is expert 0)")
+    init: str = _f("zero", "expert/router initialisation: 'zero' or 'centroid' (router columns and experts from "
+                   "domain centroids of low-entropy hidden inputs, section 5)", choices=("zero", "centroid"))
+    # --- token entropy (section 2) ---
+    q: float = _f(1.5, "Tsallis entropy parameter q (> 0; q = 1 is Shannon)")
+    theta: Union[float, str] = _f(
+        "auto", "entropy threshold between knowledge (low) and structural (high) tokens: 'auto' (Otsu over the "
+        "training tokens' entropies), 'quantile:P', or a number")
+    entropy_source: str = _f("adapted", "at generation, entropy of each new token from the 'adapted' model's logits "
+                             "or from the 'base' model run alongside", choices=("adapted", "base"))
+    # --- routing (sections 1, 4) ---
+    tau_high: float = _f(2.0, "router temperature for high-entropy tokens (> 1 spreads weight over experts)")
+    tau_low: float = _f(0.5, "router temperature for low-entropy tokens in the dense training-mode gate (< 1)")
+    top_k: int = _f(3, "forget experts mixed (with the retain expert) on high-entropy tokens at inference")
+    # --- losses (section 3) ---
+    lambda_forget: float = _f(1.0, "weight of the hinge forget loss")
+    lambda_retain: float = _f(1.0, "weight of the retain cross-entropy")
+    lambda_struct: float = _f(0.01, "weight of the structural KL(p_base || p_model) on high-entropy tokens")
+    lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
+    margin: float = _f(1.0, "hinge margin: push the true token this far below the runner-up, then stop")
+    # --- schedule ---
+    phase1_epochs: float = _f(1.0, "epochs of phase I (A + B_R on high-entropy tokens of retain and forget)")
+    phase2_epochs: float = _f(3.0, "epochs of phase II (asymmetric unlearning), counted over the forget set")
+    batch_size: int = _f(4, "examples per optimisation step")
+    lr_phase1: float = _f(2e-4, "learning rate of phase I")
+    lr_phase2: float = _f(1e-3, "learning rate of A and the experts in phase II")
+    lr_router: float = _f(1e-3, "learning rate of the routers")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
+    retain_per_forget: float = _f(0.0, "phase II retain examples drawn per forget example and epoch (0: the whole "
+                                  "retain set every epoch)")
+    subdomains: str = _f("label", "forget sub-domains: 'label' (the data's domain column) or 'auto:K' (k-means "
+                         "on the base model's mean hidden state of each example)")
+    # --- data / run ---
+    max_length: int = _f(256, "maximum tokens per example (prompt + answer)")
+    system_prompt: Optional[str] = _f(None, "system message for chat templates (None: the template's default)")
+    seed: int = _f(0, "random seed")
+
+    def __post_init__(self):
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.forget_domains, str):
+            self.forget_domains = [d.strip() for d in self.forget_domains.split(",") if d.strip()]
+        self.validate()
+
+    # ------------------------------------------------------------------
+    def validate(self) -> None:
+        def bad(name, why):
+            raise ValueError(f"AlterConfig.{name}: {why} (got {getattr(self, name)!r})")
+
+        if int(self.r) != self.r or self.r <= 0:
+            bad("r", "must be a positive integer")
+        if not self.alpha > 0:
+            bad("alpha", "must be > 0")
+        if not 0.0 <= self.dropout < 1.0:
+            bad("dropout", "must be in [0, 1)")
+        if not self.forget_domains:
+            bad("forget_domains", "needs at least one forget domain")
+        if len(set(self.forget_domains)) != len(self.forget_domains) or self.retain_domain in self.forget_domains:
+            bad("forget_domains", "names must be unique and differ from retain_domain")
+        if not self.q > 0:
+            bad("q", "must be > 0")
+        if isinstance(self.theta, str):
+            if not THETA_PATTERN.match(self.theta.strip()):
+                bad("theta", "must be 'auto', 'quantile:P' with P in [0, 1], or a number")
+        elif not isinstance(self.theta, (int, float)):
+            bad("theta", "must be 'auto', 'quantile:P' or a number")
+        for name in ("tau_high", "tau_low", "batch_size", "lr_phase1", "lr_phase2", "lr_router", "max_length"):
+            if not getattr(self, name) > 0:
+                bad(name, "must be > 0")
+        if int(self.top_k) != self.top_k or self.top_k < 0:
+            bad("top_k", "must be a non-negative integer")
+        for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "weight_decay", "max_grad_norm",
+                     "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        if self.init not in ("zero", "centroid"):
+            bad("init", "must be 'zero' or 'centroid'")
+        if self.entropy_source not in ("adapted", "base"):
+            bad("entropy_source", "must be 'adapted' or 'base'")
+        if not (self.subdomains == "label" or re.match(r"^auto:\d+$", self.subdomains)):
+            bad("subdomains", "must be 'label' or 'auto:K'")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+    @property
+    def domains(self) -> List[str]:
+        """Expert order: the retain domain first, then the forget domains."""
+        return [self.retain_domain] + list(self.forget_domains)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "AlterConfig":
+        """Build from a mapping; an unknown key is an error naming the closest known key."""
+        known = cls.field_names()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"unknown config key '{key}'{hint}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "AlterConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def field_help() -> Dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(AlterConfig)}
+
+
+def field_choices() -> Dict[str, Optional[tuple]]:
+    return {f.name: f.metadata.get("choices") for f in dataclasses.fields(AlterConfig)}

@@ -1,0 +1,165 @@
+"""Generation with entropy-dispatched experts, KV cache or not (ALTER_SPEC sections 2 and 4).
+
+Token t is routed by the entropy of the distribution that produced it. For the prompt that is
+one base pass (adapters off). For a generated token it is free: the forward of step t-1
+already computed its logits, so a forward hook reduces the last position's logits with the
+one-pass entropy kernel and keeps the value; a pre-hook hands the right entropies to every
+adapted layer for the tokens of the next forward.
+
+- ``entropy_source="adapted"`` (default): the adapted model's own logits.
+- ``entropy_source="base"``: the base model runs alongside with its own KV cache — one extra
+  forward of the new token per step — and its logits give the entropy, as in training.
+
+With the KV cache each forward sees only the new token; without it, every forward sees the
+whole sequence and takes the stored entropies of all positions, so greedy decoding gives the
+same tokens either way. Beam search is not supported (it reorders rows between steps).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+
+import alter_kernels
+from alter.model import positions_from_mask, shift_entropy
+
+
+class _EntropySession:
+    """The entropies of the prompt and of every token generated so far, for one generate() call.
+
+    ``calls`` forwards have completed, so the sequence fed so far ends at position
+    ``P + calls - 1``; ``history[j]`` is the entropy of generated token j (absolute position P + j).
+    """
+
+    def __init__(self, wrapper, prompt_entropy: torch.Tensor, base_cache=None,
+                 first_entropy: Optional[torch.Tensor] = None):
+        self.wrapper = wrapper
+        self.prompt_entropy = prompt_entropy            # [B, P], H of each prompt token
+        self.prompt_length = prompt_entropy.shape[1]
+        self.history: List[torch.Tensor] = [] if first_entropy is None else [first_entropy]
+        self.base_cache = base_cache
+        self.calls = 0
+        self.rows = prompt_entropy.shape[0]
+        self.expanded = False
+
+    def _expand(self, rows: int) -> None:
+        if rows == self.rows:
+            return
+        if self.expanded or rows % self.rows:
+            raise ValueError(f"generation batch changed from {self.rows} to {rows} rows; ALTER supports greedy or "
+                             "sampled decoding (num_beams=1), with num_return_sequences")
+        if self.base_cache is not None:
+            raise ValueError("entropy_source='base' does not support num_return_sequences > 1")
+        k = rows // self.rows
+        self.prompt_entropy = self.prompt_entropy.repeat_interleave(k, dim=0)
+        self.history = [h.repeat_interleave(k, dim=0) for h in self.history]
+        self.rows, self.expanded = rows, True
+
+    def entropies_for(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` entropies of the L tokens this forward is fed (the last L of the sequence)."""
+        rows, length = input_ids.shape
+        self._expand(rows)
+        end = self.prompt_length + self.calls
+        start = end - length
+        if start < 0 or len(self.history) < end - self.prompt_length:
+            raise ValueError(f"generation fed {length} tokens ending at position {end}, which ALTER's entropy "
+                             "bookkeeping does not know; use model.generate() with num_beams=1")
+        parts = []
+        if start < self.prompt_length:
+            parts.append(self.prompt_entropy[:, start:min(end, self.prompt_length)])
+        generated = self.history[max(start - self.prompt_length, 0):end - self.prompt_length]
+        if generated:
+            parts.append(torch.stack(generated, dim=1))
+        return torch.cat(parts, dim=1)
+
+    def record(self, input_ids: torch.Tensor, logits: torch.Tensor, call_kwargs: dict) -> None:
+        """After a forward: the entropy of the token it is about to produce."""
+        first = self.calls == 0
+        self.calls += 1
+        if self.base_cache is None:
+            last = logits[:, -1, :]
+        elif first:
+            return               # the base pass over the prompt already gave this entropy
+        else:
+            last = self._base_logits(input_ids, call_kwargs)
+        self.history.append(alter_kernels.tsallis_entropy(last.detach(), self.wrapper.alter_config.q))
+
+    def _base_logits(self, input_ids: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
+        wrapper = self.wrapper
+        cached = input_ids.shape[1] < self.prompt_length + self.calls - 1     # calls already counts this one
+        kwargs = {"attention_mask": call_kwargs.get("attention_mask")}
+        if cached:
+            kwargs.update(past_key_values=self.base_cache, use_cache=True)
+            for key in ("position_ids", "cache_position"):
+                if call_kwargs.get(key) is not None:
+                    kwargs[key] = call_kwargs[key]
+        else:
+            kwargs["use_cache"] = False
+            if kwargs["attention_mask"] is not None:
+                kwargs["position_ids"] = positions_from_mask(kwargs["attention_mask"])
+        with torch.no_grad(), wrapper.disable_adapters():
+            out = wrapper.model(input_ids=input_ids, **kwargs)
+        return out.logits[:, -1, :]
+
+
+def _num_beams(wrapper, kwargs) -> int:
+    if "num_beams" in kwargs:
+        return int(kwargs["num_beams"])
+    gen_cfg = kwargs.get("generation_config") or getattr(wrapper.model, "generation_config", None)
+    return int(getattr(gen_cfg, "num_beams", 1) or 1)
+
+
+def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor] = None,
+                          **kwargs):
+    if input_ids is None:
+        raise ValueError("AlterModel.generate needs input_ids (a [B, T] tensor of prompt token ids)")
+    if not wrapper.state.enabled:
+        return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    if wrapper.state.theta is None:
+        raise ValueError("this AlterModel has no entropy threshold yet: train it, load an adapter, or call set_theta()")
+    if _num_beams(wrapper, kwargs) != 1:
+        raise ValueError("ALTER generation supports num_beams=1 only (greedy or sampling): beam search reorders "
+                         "rows between steps, which would mix up the per-token entropies")
+    if wrapper._generation is not None:
+        raise RuntimeError("AlterModel.generate is not re-entrant")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    source = wrapper.alter_config.entropy_source
+    use_base = source == "base"
+    out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
+    q = wrapper.alter_config.q
+    per_position = alter_kernels.tsallis_entropy(out.logits.detach(), q)
+    prompt_entropy = shift_entropy(per_position, attention_mask)
+    # with the base source the base pass already knows the first generated token's entropy;
+    # with the adapted source the prefill's own last logits give it (recorded by the hook)
+    session = _EntropySession(wrapper, prompt_entropy, base_cache=out.past_key_values if use_base else None,
+                              first_entropy=per_position[:, -1] if use_base else None)
+    del out
+
+    def pre_hook(module, args, call_kwargs):
+        ids = call_kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or not wrapper.state.enabled:
+            return None
+        wrapper.state.entropy = session.entropies_for(ids)
+        return None
+
+    def post_hook(module, args, call_kwargs, output):
+        ids = call_kwargs.get("input_ids", args[0] if args else None)
+        if ids is None or not wrapper.state.enabled:
+            return None
+        wrapper.state.entropy = None
+        session.record(ids, output.logits, call_kwargs)
+        return None
+
+    handles = [wrapper.model.register_forward_pre_hook(pre_hook, with_kwargs=True),
+               wrapper.model.register_forward_hook(post_hook, with_kwargs=True)]
+    wrapper._generation = session
+    try:
+        with wrapper.state.scope(domain=None, token_mask=None):
+            return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        wrapper._generation = None
+        wrapper.state.entropy = None

@@ -1,0 +1,244 @@
+"""``AlterLinear``: a drop-in adapter around an ``nn.Linear`` (ALTER_SPEC sections 1, 3 and 4).
+
+    y = W0 x + b + s * sum_j w_j(x) B_j (A x),   s = alpha / r
+
+with one shared ``A`` [r, d_in] (Kaiming-uniform, as LoRA's A), experts ``B_j`` [d_out, r]
+(expert 0 is the retain expert B_R, experts 1..K forget sub-domains; zero-initialised so a
+fresh layer equals its base layer exactly) and a router ``Wg`` (one [d_in] column per expert,
+zero-initialised) giving gate logits u = Wg^T x.
+
+Routing:
+- ``domain`` given (training): every token uses its domain's expert with weight 1
+  (teacher-forced), ``A`` learns only from high-entropy tokens (section 3), and, when the
+  routing state asks for it, the router learns the domain from low-entropy tokens with
+  detached features.
+- otherwise (inference, section 4): ``entropy < theta`` -> the single arg-max expert;
+  ``entropy >= theta`` -> retain + top-k forget experts mixed by softmax(u / tau_high).
+  ``entropy=None`` treats every token as high entropy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import alter_kernels
+from alter.routing_state import RoutingState
+
+
+class AlterLinear(nn.Module):
+    def __init__(self, base_layer: nn.Linear, r: int = 8, alpha: float = 16.0, num_forget_experts: int = 1, *,
+                 theta: Optional[float] = None, tau_high: float = 2.0, tau_low: float = 0.5, top_k: int = 3,
+                 dropout: float = 0.0, adapter_dtype: Optional[torch.dtype] = None):
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"base_layer must be an nn.Linear, got {type(base_layer).__name__}")
+        if int(r) != r or r <= 0:
+            raise ValueError(f"r must be a positive integer, got {r}")
+        if int(num_forget_experts) != num_forget_experts or num_forget_experts < 0:
+            raise ValueError(f"num_forget_experts must be a non-negative integer, got {num_forget_experts}")
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        if not (tau_high > 0 and tau_low > 0):
+            raise ValueError(f"tau_high and tau_low must be > 0, got {tau_high} and {tau_low}")
+        self.base_layer = base_layer
+        for p in self.base_layer.parameters():
+            p.requires_grad_(False)
+        self.r = int(r)
+        self.alpha = float(alpha)
+        self.scaling = self.alpha / self.r
+        self.tau_high = float(tau_high)
+        self.tau_low = float(tau_low)
+        self.top_k = int(top_k)
+        self.theta = None if theta is None else float(theta)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.state: Optional[RoutingState] = None
+        w = base_layer.weight
+        dtype = adapter_dtype or w.dtype
+        d_out, d_in = w.shape
+        self.lora_A = nn.Parameter(torch.empty(self.r, d_in, dtype=dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.lora_B = nn.ParameterList()
+        self.router = nn.ParameterList()
+        for _ in range(1 + int(num_forget_experts)):
+            self._append_expert()
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Optional[torch.Tensor]:
+        return self.base_layer.bias
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.lora_B)
+
+    def _append_expert(self) -> int:
+        A = self.lora_A
+        self.lora_B.append(nn.Parameter(torch.zeros(self.out_features, self.r, dtype=A.dtype, device=A.device)))
+        self.router.append(nn.Parameter(torch.zeros(self.in_features, dtype=A.dtype, device=A.device)))
+        return len(self.lora_B) - 1
+
+    def add_forget_expert(self) -> int:
+        """Add a zero-initialised forget expert and router column (continual unlearning); returns its index."""
+        return self._append_expert()
+
+    def remove_forget_expert(self, index: int) -> None:
+        """Delete forget expert ``index`` (>= 1) and its router column: undoes that expert's forgetting."""
+        if not 1 <= index < self.num_experts:
+            raise ValueError(f"forget expert index must be in [1, {self.num_experts - 1}] (0 is the retain expert), "
+                             f"got {index}")
+        keep_b = [p for i, p in enumerate(self.lora_B) if i != index]
+        keep_r = [p for i, p in enumerate(self.router) if i != index]
+        self.lora_B = nn.ParameterList(keep_b)
+        self.router = nn.ParameterList(keep_r)
+
+    def merge(self) -> None:
+        raise NotImplementedError(
+            "AlterLinear cannot be merged into the base weight: its expert mix is chosen per token from the token's "
+            "entropy and the router, so no single weight matrix reproduces it")
+
+    def unmerge(self) -> None:
+        raise NotImplementedError("AlterLinear is never merged (see merge()), so there is nothing to unmerge")
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+                f"experts={self.num_experts}, scaling={self.scaling:g}")
+
+    # ------------------------------------------------------------------ forward
+    def stacked_experts(self) -> torch.Tensor:
+        return torch.stack(list(self.lora_B))                        # [E, d_out, r]
+
+    def router_weight(self) -> torch.Tensor:
+        return torch.stack(list(self.router))                        # [E, d_in]
+
+    def _token_values(self, value: Optional[torch.Tensor], lead: torch.Size, name: str) -> Optional[torch.Tensor]:
+        """Broadcast a per-token (or per-sequence) tensor to the leading dims of x, flattened."""
+        if value is None:
+            return None
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        if value.dim() < len(lead) and value.shape == lead[:value.dim()]:
+            value = value.reshape(value.shape + (1,) * (len(lead) - value.dim()))
+        try:
+            return value.expand(lead).reshape(-1)
+        except RuntimeError:
+            raise ValueError(f"{name} of shape {tuple(value.shape)} does not match the tokens of x "
+                             f"{tuple(lead)}") from None
+
+    def _theta(self) -> float:
+        theta = self.theta
+        if theta is None and self.state is not None:
+            theta = self.state.theta
+        if theta is None:
+            raise ValueError("AlterLinear.theta is not set: pass theta=... to the constructor (or let alter.wrap "
+                             "compute it) before routing by entropy")
+        return float(theta)
+
+    def forward(self, x: torch.Tensor, entropy: Optional[torch.Tensor] = None,
+                domain: Optional[torch.Tensor] = None) -> torch.Tensor:
+        state = self.state
+        if state is not None and not state.enabled:
+            return self.base_layer(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
+        if entropy is None and state is not None:
+            entropy = state.entropy
+        if domain is None and state is not None:
+            domain = state.domain
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        ent = self._token_values(entropy, lead, "entropy")
+        if ent is not None:
+            ent = ent.to(device=x.device, dtype=torch.float32)
+        if domain is not None:
+            gates, a_mask, b_mask = self._train_gates(x2, lead, ent, domain)
+        else:
+            gates, a_mask, b_mask = self._infer_gates(x2, ent), None, None
+        A = self.lora_A
+        B = self.stacked_experts()
+        adapter_in = x2 if self.dropout is None else self.dropout(x2)
+        w, b = self.base_layer.weight, self.base_layer.bias
+        if self.dropout is None and A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype):
+            out = alter_kernels.fused_alter_linear(x2, w, b, A, B, gates, self.scaling,
+                                                   a_grad_mask=a_mask, b_grad_mask=b_mask)
+        else:
+            delta = alter_kernels.asym_lora(adapter_in.to(A.dtype), A, B, gates.to(A.dtype), self.scaling,
+                                            a_grad_mask=a_mask, b_grad_mask=b_mask)
+            out = self.base_layer(x2) + delta.to(x2.dtype)
+        return out.reshape(*lead, self.out_features)
+
+    def _infer_gates(self, x2: torch.Tensor, ent: Optional[torch.Tensor]) -> torch.Tensor:
+        E = self.num_experts
+        if E == 1:
+            return torch.ones(x2.shape[0], 1, dtype=x2.dtype, device=x2.device)
+        u = F.linear(x2.to(self.lora_A.dtype), self.router_weight())
+        if ent is None:
+            ent = torch.full((x2.shape[0],), float("inf"), device=x2.device)
+            theta = 0.0
+        else:
+            theta = self._theta()
+        return alter_kernels.route(ent, u, theta, tau_high=self.tau_high, tau_low=self.tau_low, top_k=self.top_k,
+                                   retain_index=0, mode="infer")
+
+    def _train_gates(self, x2, lead, ent, domain):
+        E = self.num_experts
+        N = x2.shape[0]
+        if isinstance(domain, int):
+            domain = torch.full((N,), domain, dtype=torch.long, device=x2.device)
+        domain = torch.as_tensor(domain, device=x2.device)
+        if domain.is_floating_point():
+            if domain.shape[-1] != E:
+                raise ValueError(f"a gate distribution passed as domain must end in E={E} experts, got shape "
+                                 f"{tuple(domain.shape)}")
+            gates = self._token_values(domain, lead + (E,), "domain").view(N, E)
+            sums = gates.sum(-1)
+            if not torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
+                worst = (sums - 1).abs().argmax().item()
+                raise ValueError(f"training gate rows must sum to 1; row {worst} sums to {sums[worst].item():.4f}")
+            ids = None
+        else:
+            ids = self._token_values(domain.long(), lead, "domain")
+            if bool(((ids < 0) | (ids >= E)).any()):
+                raise ValueError(f"domain indices must be in [0, {E}), got values "
+                                 f"{sorted(set(ids.unique().tolist()))}")
+            gates = F.one_hot(ids, E).to(x2.dtype)
+        high = None
+        if ent is not None:
+            high = ent >= self._theta()
+        a_mask = high
+        b_mask = high if (self.state is not None and self.state.b_grad_high_only) else None
+        state = self.state
+        if state is not None and state.collect_route_loss and ids is not None and E > 1:
+            self._add_route_loss(x2, ids, high, state)
+        return gates, a_mask, b_mask
+
+    def _add_route_loss(self, x2, ids, high, state: RoutingState) -> None:
+        rows = torch.ones_like(ids, dtype=torch.bool) if high is None else ~high
+        if state.token_mask is not None:
+            rows = rows & state.token_mask.reshape(-1).to(rows.device)
+        n = int(rows.sum())
+        if n == 0:
+            return
+        u = F.linear(x2[rows].detach().to(self.lora_A.dtype), self.router_weight())
+        loss = F.cross_entropy(u.float(), ids[rows], reduction="sum")
+        state.route_losses.append((loss, n))
+
+    # ------------------------------------------------------------------ statistics
+    def expert_parameters(self, index: int) -> List[nn.Parameter]:
+        return [self.lora_B[index], self.router[index]]

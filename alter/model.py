@@ -1,0 +1,319 @@
+"""``alter.wrap``: put ALTER adapters into any Hugging Face causal LM and keep it a normal model.
+
+The wrapped model (:class:`AlterModel`) answers ``model(input_ids, attention_mask, labels)``
+and ``model.generate(...)`` like the original. Entropy plumbing (ALTER_SPEC section 2):
+
+- a plain forward first runs the *base* model (adapters off, no grad) over the batch and gives
+  every adapted layer the entropy of each token, H_t = S_q(softmax(logits[t-1])), the first
+  real token of each row counting as high entropy;
+- ``generate`` does that for the prompt only; each new token's entropy comes from the logits
+  that produced it (see :mod:`alter.generation`).
+
+Save and load: ``save_adapter(dir)`` writes ``adapter_config.json`` and
+``adapter_model.safetensors`` atomically; :func:`load_adapter` restores the wrapped model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+import alter_kernels
+from alter import io as alter_io
+from alter.config import AlterConfig
+from alter.layer import AlterLinear
+from alter.routing_state import RoutingState
+from alter.targets import find_target_linears, set_submodule
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+
+
+def shift_entropy(per_position: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Entropy of the distribution that predicted each token: ``H[:, t] = S(logits[:, t-1])``.
+
+    The first position, and the first real token after left padding, have no predictive
+    distribution and count as high entropy (+inf).
+    """
+    inf = torch.full_like(per_position[:, :1], float("inf"))
+    shifted = torch.cat([inf, per_position[:, :-1]], dim=1)
+    if attention_mask is not None:
+        prev_pad = torch.cat([torch.ones_like(attention_mask[:, :1], dtype=torch.bool),
+                              attention_mask[:, :-1] == 0], dim=1)
+        shifted = shifted.masked_fill(prev_pad.to(shifted.device), float("inf"))
+    return shifted
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens (what generation uses with left padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class AlterModel(nn.Module):
+    """A causal LM whose target linear layers are :class:`AlterLinear` (see :func:`wrap`)."""
+
+    def __init__(self, model: nn.Module, config: AlterConfig, theta: Optional[float] = None,
+                 base_model_name: Optional[str] = None):
+        super().__init__()
+        if isinstance(model, AlterModel) or any(isinstance(m, AlterLinear) for m in model.modules()):
+            raise ValueError("this model already has ALTER adapters; wrap the base model once")
+        self.model = model
+        self.alter_config = config
+        self.base_model_name = base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
+        self.state = RoutingState(theta=theta)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.target_names: List[str] = []
+        for name, linear in find_target_linears(model, config.target_modules):
+            layer = AlterLinear(linear, r=config.r, alpha=config.alpha, num_forget_experts=len(config.forget_domains),
+                                tau_high=config.tau_high, tau_low=config.tau_low, top_k=config.top_k,
+                                dropout=config.dropout)
+            layer.state = self.state
+            set_submodule(model, name, layer)
+            self.target_names.append(name)
+        self._generation = None
+
+    # ------------------------------------------------------------------ delegation
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "model":
+                raise
+            return getattr(self.model, name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def theta(self) -> Optional[float]:
+        return self.state.theta
+
+    def set_theta(self, theta: float) -> None:
+        self.state.theta = float(theta)
+
+    @property
+    def domains(self) -> List[str]:
+        return self.alter_config.domains
+
+    def domain_index(self, name: str) -> int:
+        try:
+            return self.domains.index(name)
+        except ValueError:
+            raise ValueError(f"unknown domain {name!r}; this adapter has {self.domains}") from None
+
+    def adapter_layers(self) -> Dict[str, AlterLinear]:
+        return {name: self.model.get_submodule(name) for name in self.target_names}
+
+    # ------------------------------------------------------------------ adapters on/off
+    @contextlib.contextmanager
+    def disable_adapters(self) -> Iterator[None]:
+        """Run the original model inside this block (every AlterLinear returns its base output)."""
+        with self.state.scope(enabled=False):
+            yield
+
+    # ------------------------------------------------------------------ entropy
+    def _plain_lm_head(self) -> Optional[nn.Linear]:
+        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
+        cfg = getattr(self.model, "config", None)
+        if not isinstance(head, nn.Linear) or isinstance(head, AlterLinear):
+            return None
+        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+            return None
+        return head
+
+    def base_forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs):
+        """The base model's output (adapters off, no grad), with padding-aware position ids."""
+        if attention_mask is not None and "position_ids" not in kwargs:
+            kwargs["position_ids"] = positions_from_mask(attention_mask)
+        with torch.no_grad(), self.disable_adapters():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def position_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                         logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, T]`` base-model S_q of the distribution *at* each position (the one predicting t+1).
+
+        Without given logits and with a plain linear LM head, the entropy comes from the final
+        hidden states chunk by chunk (:func:`alter_kernels.linear_tsallis_entropy`), so the base
+        pass never holds the full ``[B, T, V]`` logits.
+        """
+        q = self.alter_config.q
+        if logits is None:
+            head = self._plain_lm_head()
+            backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+            if head is not None and isinstance(backbone, nn.Module) and backbone is not self.model:
+                kwargs = {}
+                if attention_mask is not None:
+                    kwargs["position_ids"] = positions_from_mask(attention_mask)
+                with torch.no_grad(), self.disable_adapters():
+                    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+                return alter_kernels.linear_tsallis_entropy(hidden, head.weight, q, bias=head.bias)
+            logits = self.base_forward(input_ids, attention_mask).logits
+        with torch.no_grad():
+            return alter_kernels.tsallis_entropy(logits.detach(), q)
+
+    def token_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                      logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Per-token routing entropies ``[B, T]``: H_t = S_q(base logits[t-1]), +inf for first tokens."""
+        return shift_entropy(self.position_entropy(input_ids, attention_mask, logits), attention_mask)
+
+    # ------------------------------------------------------------------ forward / generate
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, *, entropy: Optional[torch.Tensor] = None,
+                domain: Optional[torch.Tensor] = None, **kwargs):
+        """Like the base model's forward; ``entropy`` ``[B, T]`` and ``domain`` (``[B]`` expert
+        indices, teacher-forced training) are optional: without ``entropy`` a base pass computes it."""
+        if input_ids is None:
+            raise ValueError("AlterModel.forward needs input_ids (inputs_embeds cannot be routed by token entropy)")
+        if self.state.enabled and entropy is None and self._generation is None:
+            if kwargs.get("past_key_values") is not None:
+                raise ValueError("forward with past_key_values needs entropy=... for the new tokens (their entropy "
+                                 "comes from the previous step's logits); use model.generate() to have it handled")
+            if self.state.theta is None:
+                raise ValueError("this AlterModel has no entropy threshold yet: train it, load an adapter, or call "
+                                 "set_theta()")
+            entropy = self.token_entropy(input_ids, attention_mask)
+        values = {}
+        if self._generation is None:
+            values["entropy"] = entropy
+            values["domain"] = domain
+            values["token_mask"] = attention_mask.bool() if attention_mask is not None else None
+        with self.state.scope(**values):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                 **kwargs):
+        """``transformers`` generation with entropy-dispatched experts (ALTER_SPEC sections 2 and 4)."""
+        from alter.generation import generate_with_entropy
+        return generate_with_entropy(self, input_ids, attention_mask, **kwargs)
+
+    # ------------------------------------------------------------------ experts
+    def add_forget_domain(self, name: str) -> int:
+        """Continual unlearning: a new forget expert (and router column) in every layer; returns its index."""
+        if name in self.domains:
+            raise ValueError(f"domain {name!r} already exists: {self.domains}")
+        self.alter_config.forget_domains.append(name)
+        index = None
+        for layer in self.adapter_layers().values():
+            index = layer.add_forget_expert()
+        return index
+
+    def remove_forget_domain(self, name: str) -> None:
+        """Delete a forget expert everywhere: the model answers that domain as before unlearning."""
+        index = self.domain_index(name)
+        if index == 0:
+            raise ValueError(f"{name!r} is the retain domain; only forget experts can be removed")
+        for layer in self.adapter_layers().values():
+            layer.remove_forget_expert(index)
+        self.alter_config.forget_domains.remove(name)
+
+    def set_trainable(self, *, shared: bool = False, experts: Optional[List[int]] = None, routers: bool = False) -> None:
+        """Choose what trains: the shared A's, the given experts' B's, the routers. The base never trains."""
+        experts = set(experts or [])
+        for layer in self.adapter_layers().values():
+            layer.lora_A.requires_grad_(shared)
+            for i, b in enumerate(layer.lora_B):
+                b.requires_grad_(i in experts)
+            for g in layer.router:
+                g.requires_grad_(routers)
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def adapter_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.adapter_state_dict().values())
+
+    # ------------------------------------------------------------------ persistence
+    def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
+        out = {}
+        for name, layer in self.adapter_layers().items():
+            out[f"{name}.lora_A"] = layer.lora_A
+            for i, b in enumerate(layer.lora_B):
+                out[f"{name}.lora_B.{i}"] = b
+            for i, g in enumerate(layer.router):
+                out[f"{name}.router.{i}"] = g
+        return out
+
+    def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor]) -> None:
+        own = self.adapter_state_dict()
+        missing = sorted(set(own) - set(tensors))
+        unexpected = sorted(set(tensors) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"adapter weights do not fit this model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}"
+                             f", unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+        for key, param in own.items():
+            value = tensors[key]
+            if value.shape != param.shape:
+                raise ValueError(f"adapter tensor {key} has shape {tuple(value.shape)}, this model expects "
+                                 f"{tuple(param.shape)}")
+        with torch.no_grad():
+            for key, param in own.items():
+                param.copy_(tensors[key].to(device=param.device, dtype=param.dtype))
+
+    def adapter_metadata(self) -> dict:
+        cfg = self.alter_config
+        return {
+            "format": "alter-adapter", "format_version": FORMAT_VERSION,
+            "base_model": self.base_model_name, "theta": self.state.theta, "domains": cfg.domains,
+            "r": cfg.r, "alpha": cfg.alpha, "q": cfg.q, "tau_high": cfg.tau_high, "tau_low": cfg.tau_low,
+            "top_k": cfg.top_k, "target_modules": cfg.target_modules, "target_layers": list(self.target_names),
+            "config": cfg.to_dict(),
+        }
+
+    def save_adapter(self, directory, extra: Optional[dict] = None) -> Path:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` atomically into ``directory``."""
+        directory = Path(directory)
+        meta = self.adapter_metadata()
+        if extra:
+            meta["extra"] = extra
+        with alter_io.atomic_directory(directory) as tmp:
+            alter_io.atomic_save_tensors(tmp / ADAPTER_WEIGHTS, self.adapter_state_dict(),
+                                         metadata={"format": "alter-adapter"})
+            alter_io.atomic_write_json(tmp / ADAPTER_CONFIG, meta)
+        return directory
+
+
+def wrap(model: nn.Module, config: Optional[AlterConfig] = None, *, theta: Optional[float] = None,
+         base_model_name: Optional[str] = None) -> AlterModel:
+    """Replace the target linear layers of ``model`` by :class:`AlterLinear`; freeze the base."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"wrap() needs a torch nn.Module (a transformers causal LM), got {type(model).__name__}")
+    return AlterModel(model, config or AlterConfig(), theta=theta, base_model_name=base_model_name)
+
+
+def read_adapter_config(directory) -> dict:
+    import json
+    directory = Path(directory)
+    path = directory / ADAPTER_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"no ALTER adapter in {directory}: {ADAPTER_CONFIG} is missing")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != "alter-adapter":
+        raise ValueError(f"{path} is not an ALTER adapter config")
+    return meta
+
+
+def load_adapter(base_model: nn.Module, directory) -> AlterModel:
+    """Wrap ``base_model`` as the saved adapter describes and load its weights exactly."""
+    directory = Path(directory)
+    meta = read_adapter_config(directory)
+    weights = directory / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"no ALTER adapter weights in {directory}: {ADAPTER_WEIGHTS} is missing")
+    config = AlterConfig.from_dict(meta["config"])
+    wrapped = AlterModel(base_model, config, theta=meta.get("theta"), base_model_name=meta.get("base_model"))
+    if list(wrapped.target_names) != list(meta.get("target_layers", wrapped.target_names)):
+        raise ValueError(f"the adapter in {directory} targets layers {meta['target_layers'][:3]}... which this model "
+                         f"does not have the same way ({wrapped.target_names[:3]}...)")
+    wrapped.load_adapter_state_dict(alter_io.load_tensors(weights, device=wrapped.device))
+    return wrapped

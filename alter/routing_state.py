@@ -1,0 +1,47 @@
+"""Per-forward routing inputs shared by every adapted layer of one model.
+
+A transformer calls its linear layers with the hidden states only; the per-token entropies
+and the training domains reach each :class:`~alter.layer.AlterLinear` through one
+``RoutingState`` object that the model wrapper fills before a forward and clears after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+
+@dataclass
+class RoutingState:
+    theta: Optional[float] = None
+    enabled: bool = True
+    entropy: Optional[torch.Tensor] = None          # [B, T] per-token entropy (ALTER_SPEC section 2)
+    domain: Optional[torch.Tensor] = None           # [B] or [B, T] expert index (teacher-forced training)
+    token_mask: Optional[torch.Tensor] = None       # [B, T] bool: real (non-pad) tokens
+    b_grad_high_only: bool = False                  # phase I: experts too learn only from high-entropy tokens
+    collect_route_loss: bool = False                # phase II: each layer adds its router CE (section 3)
+    route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def scope(self, **values) -> Iterator["RoutingState"]:
+        """Set fields for one forward and restore them afterwards (also on error)."""
+        saved = {k: getattr(self, k) for k in values}
+        for k, v in values.items():
+            setattr(self, k, v)
+        try:
+            yield self
+        finally:
+            for k, v in saved.items():
+                setattr(self, k, v)
+
+    def pop_route_loss(self) -> Optional[torch.Tensor]:
+        """Mean router cross-entropy over every layer and low-entropy token since the last call."""
+        if not self.route_losses:
+            return None
+        total = sum(loss for loss, _ in self.route_losses)
+        count = sum(n for _, n in self.route_losses)
+        self.route_losses = []
+        return total / max(count, 1)

@@ -1,0 +1,106 @@
+"""Tokenised training items and the exact order of every batch of both phases.
+
+The order is a pure function of (seed, phase, epoch), so a run resumed from a checkpoint at
+step k replays batches k+1, k+2, ... exactly as the uninterrupted run would have.
+
+- Phase I (ALTER_SPEC section 3) iterates over D_R ∪ D_F.
+- Phase II iterates over the forget set; each step takes ``batch_size`` forget examples and
+  ``round(batch_size * retain_per_forget)`` retain examples drawn at random (the pairing of
+  forget and retain batches that open-unlearning's unlearning trainers use), so an epoch's cost
+  scales with the forget set, not with a large retain set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import torch
+
+from alter.data.prompts import IGNORE_INDEX, EncodedExample, encode_qa
+
+
+@dataclass
+class TrainItem:
+    encoded: EncodedExample
+    domain_id: int                                   # expert index: 0 retain, k forget sub-domain k
+    position_entropy: Optional[torch.Tensor] = None  # [T] base S_q of the distribution at each position
+
+
+def encode_items(tokenizer, examples: Sequence, domain_ids: Sequence[int], *, system_prompt=None,
+                 max_length: int = 256) -> List[TrainItem]:
+    items = []
+    for ex, d in zip(examples, domain_ids):
+        enc = encode_qa(tokenizer, ex.question, ex.answer, system_prompt=system_prompt, max_length=max_length)
+        if not any(label != IGNORE_INDEX for label in enc.labels):
+            raise ValueError(f"example {getattr(ex, 'id', None) or ex.question[:60]!r} has no answer tokens left "
+                             f"after truncation to max_length={max_length}")
+        items.append(TrainItem(enc, int(d)))
+    return items
+
+
+def collate_items(items: Sequence[TrainItem], pad_token_id: int) -> dict:
+    """Right-padded batch; ``position_entropy`` is +inf on padding (never selected: labels are -100 there)."""
+    T = max(len(it.encoded.input_ids) for it in items)
+    B = len(items)
+    ids = torch.full((B, T), pad_token_id, dtype=torch.long)
+    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    ent = torch.full((B, T), float("inf"))
+    have_entropy = all(it.position_entropy is not None for it in items)
+    for i, it in enumerate(items):
+        n = len(it.encoded.input_ids)
+        ids[i, :n] = torch.tensor(it.encoded.input_ids)
+        labels[i, :n] = torch.tensor(it.encoded.labels)
+        mask[i, :n] = 1
+        if have_entropy:
+            ent[i, :n] = it.position_entropy
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
+             "domain": torch.tensor([it.domain_id for it in items], dtype=torch.long)}
+    if have_entropy:
+        batch["position_entropy"] = ent
+    return batch
+
+
+def _generator(seed: int, *tags) -> torch.Generator:
+    digest = hashlib.sha256(repr((seed,) + tags).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def _epoch_orders(n: int, epochs: float, seed: int, phase: str) -> List[List[int]]:
+    """One permutation per (possibly fractional) epoch; the last epoch may be a prefix."""
+    orders = []
+    full = int(math.floor(epochs))
+    for e in range(full):
+        orders.append(torch.randperm(n, generator=_generator(seed, phase, e)).tolist())
+    frac = epochs - full
+    if frac > 1e-9:
+        perm = torch.randperm(n, generator=_generator(seed, phase, full)).tolist()
+        orders.append(perm[:max(1, int(round(frac * n)))])
+    return orders
+
+
+def phase1_plan(n_items: int, batch_size: int, epochs: float, seed: int) -> List[List[int]]:
+    plan = []
+    for order in _epoch_orders(n_items, epochs, seed, "phase1"):
+        plan += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return plan
+
+
+def phase2_plan(forget_idx: Sequence[int], retain_idx: Sequence[int], batch_size: int, epochs: float,
+                retain_per_forget: float, seed: int, tag: str = "phase2") -> List[List[int]]:
+    if not forget_idx:
+        raise ValueError("empty forget set: phase II needs at least one forget example")
+    plan = []
+    for e, order in enumerate(_epoch_orders(len(forget_idx), epochs, seed, tag)):
+        gen = _generator(seed, tag, "retain", e)
+        for i in range(0, len(order), batch_size):
+            chunk = [forget_idx[j] for j in order[i:i + batch_size]]
+            k = min(len(retain_idx), int(round(len(chunk) * retain_per_forget)))
+            if k:
+                picks = torch.randperm(len(retain_idx), generator=gen)[:k].tolist()
+                chunk += [retain_idx[j] for j in picks]
+            plan.append(chunk)
+    return plan

@@ -1,0 +1,78 @@
+"""The hierarchical loss of ALTER_SPEC section 3, from one batch's logits.
+
+Positions are aligned the usual way: ``logits[:, t]`` predicts ``labels[:, t+1]``. A predicted
+token is *low entropy* when the base model's distribution that predicts it, S_q(base
+logits[:, t]), is below theta (ALTER_SPEC section 2; the same value the adapted layers route
+the token by). Only answer tokens (labels != -100) count.
+
+    phase I :  L = CE on the high-entropy answer tokens of D_R ∪ D_F
+    phase II:  L = lambda_f * hinge(low-entropy answer tokens of D_F)
+                 + lambda_r * CE(answer tokens of D_R)
+                 + lambda_s * KL(p_base || p_model)(high-entropy answer tokens of both)
+                 + lambda_g * router CE (added by the layers, see AlterLinear)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+import alter_kernels
+from alter.data.prompts import IGNORE_INDEX
+
+
+def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.Tensor, theta: float):
+    """Flattened ``(logits [M, V], labels [M], high [M], row [M])`` of the answer positions."""
+    B, T, V = logits.shape
+    lg = logits[:, :-1].reshape(-1, V)
+    lb = labels[:, 1:].reshape(-1)
+    ent = position_entropy[:, :-1].reshape(-1).to(lg.device)
+    row = torch.arange(B, device=lg.device).repeat_interleave(T - 1)
+    keep = lb != IGNORE_INDEX
+    idx = keep.nonzero().squeeze(1)
+    return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx]
+
+
+def phase1_loss(logits, labels, position_entropy, theta: float) -> Dict[str, torch.Tensor]:
+    lg, lb, high, _ = aligned(logits, labels, position_entropy, theta)
+    if not bool(high.any()):
+        return {"loss": logits.sum() * 0.0, "tokens": torch.tensor(0)}
+    ce = F.cross_entropy(lg[high].float(), lb[high])
+    return {"loss": ce, "ce_high": ce.detach(), "tokens": high.sum()}
+
+
+def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_entropy, theta: float,
+                  is_forget_row: torch.Tensor, *, margin: float, lambda_forget: float, lambda_retain: float,
+                  lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
+                  lambda_route: float = 0.0) -> Dict[str, torch.Tensor]:
+    lg, lb, high, row = aligned(logits, labels, position_entropy, theta)
+    forget = is_forget_row.to(lg.device)[row]
+    zero = logits.sum() * 0.0
+    parts: Dict[str, torch.Tensor] = {}
+    total = zero
+
+    sel = forget & ~high
+    if lambda_forget and bool(sel.any()):
+        parts["forget"] = alter_kernels.hinge_forget_loss(lg[sel], lb[sel], margin)
+        total = total + lambda_forget * parts["forget"]
+    sel = ~forget
+    if lambda_retain and bool(sel.any()):
+        parts["retain"] = F.cross_entropy(lg[sel].float(), lb[sel])
+        total = total + lambda_retain * parts["retain"]
+    if lambda_struct and base_logits is not None and bool(high.any()):
+        B, T, V = base_logits.shape
+        blg, _, _, _ = aligned(base_logits, labels, position_entropy, theta)
+        log_p_model = F.log_softmax(lg[high].float(), dim=-1)
+        log_p_base = F.log_softmax(blg[high].float(), dim=-1)
+        parts["struct"] = F.kl_div(log_p_model, log_p_base, log_target=True, reduction="batchmean")
+        total = total + lambda_struct * parts["struct"]
+    if lambda_route and route_loss is not None:
+        parts["route"] = route_loss
+        total = total + lambda_route * route_loss
+    out = {k: v.detach() for k, v in parts.items()}
+    out["loss"] = total
+    out["forget_tokens"] = (forget & ~high).sum()
+    out["high_tokens"] = high.sum()
+    return out

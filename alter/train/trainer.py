@@ -1,0 +1,377 @@
+"""The two-phase ALTER trainer (ALTER_SPEC section 3), through ``accelerate``.
+
+1. Preparation: forget sub-domains (data labels or ``auto:K``), wrapping, tokenisation, one
+   no-grad base pass that gives every token's entropy (kept per example: the base model never
+   changes), theta ("auto" = Otsu over the answer tokens), optional centroid init of routers.
+2. Phase I: A and the retain expert learn the high-entropy answer tokens of D_R ∪ D_F
+   (cross-entropy); every token is routed to the retain expert; on low-entropy tokens neither
+   A nor B_R receives gradient.
+3. Phase II: teacher-forced routing by domain; hinge forget loss, retain cross-entropy,
+   structural KL to the base on high-entropy tokens, router cross-entropy; A only through
+   high-entropy tokens, B_Fk only from D_Fk, B_R only from D_R.
+
+Checkpoints every ``checkpoint_every`` steps (and at the end of phase I) are written
+atomically; ``train(resume=True)`` continues from the newest one with nothing lost: the batch
+order is a function of the seed, and the optimizer state, RNG and step counters are restored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from alter import io as alter_io
+from alter.config import AlterConfig
+from alter.data.prompts import IGNORE_INDEX, pad_id
+from alter.model import AlterModel, shift_entropy, wrap
+from alter.threshold import resolve_theta
+from alter.train import checkpoint as ckpt
+from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
+from alter.train.domains import centroid_init_routers, cluster_forget_examples
+from alter.train.losses import phase1_loss, phase2_losses
+
+
+@dataclass
+class TrainReport:
+    """What a run did: theta, per-phase steps / time / peak memory, the logged losses."""
+
+    theta: float
+    domains: List[str]
+    phases: Dict[str, dict] = field(default_factory=dict)
+    log: List[dict] = field(default_factory=list)
+    entropy_summary: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"theta": self.theta, "domains": self.domains, "phases": self.phases,
+                "entropy_summary": self.entropy_summary}
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class AlterTrainer:
+    """Train ALTER adapters on a forget set and a retain set.
+
+    Args:
+        model: a transformers causal LM (wrapped here) or an :class:`AlterModel` (continual use).
+        tokenizer: its tokenizer.
+        config: the hyperparameters (None: those of an already wrapped ``model``).
+        forget / retain: sequences of examples with ``question``, ``answer``, ``domain``.
+        output_dir: where checkpoints, the log and the final adapter go (None: keep in memory).
+        checkpoint_every: global steps between checkpoints (0: only at phase boundaries).
+        accelerator: an ``accelerate.Accelerator``; one is made when None.
+    """
+
+    def __init__(self, model, tokenizer, config: Optional[AlterConfig], forget: Sequence, retain: Sequence, *,
+                 output_dir=None, checkpoint_every: int = 0, log_every: int = 10, progress: bool = True,
+                 accelerator=None, on_log: Optional[Callable[[dict], None]] = None):
+        if not forget:
+            raise ValueError("empty forget set: give at least one example to unlearn")
+        if config is None:
+            if not isinstance(model, AlterModel):
+                raise ValueError("config is required unless model is an already wrapped AlterModel")
+            config = model.alter_config
+        self.config = config
+        self.tokenizer = tokenizer
+        self.forget = list(forget)
+        self.retain = list(retain)
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.checkpoint_every = int(checkpoint_every)
+        self.log_every = max(1, int(log_every))
+        self.progress = progress
+        self.on_log = on_log
+        if accelerator is None:
+            from accelerate import Accelerator
+            from accelerate.utils import DistributedDataParallelKwargs
+            accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.accelerator = accelerator
+        self._raw_model = model
+        self.model: Optional[AlterModel] = None
+        self.items: List[TrainItem] = []
+        self.report: Optional[TrainReport] = None
+
+    # ------------------------------------------------------------------ preparation
+    def _forget_domain_names(self) -> List[str]:
+        cfg = self.config
+        names = []
+        for ex in self.forget:
+            d = ex.domain if ex.domain and ex.domain != cfg.retain_domain else "forget"
+            if d not in names:
+                names.append(d)
+        return names
+
+    def _pad(self) -> int:
+        return pad_id(self.tokenizer)
+
+    def _batch_size_eval(self) -> int:
+        return max(8, self.config.batch_size * 2)
+
+    def prepare(self) -> AlterModel:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        auto_k = int(cfg.subdomains.split(":")[1]) if cfg.subdomains.startswith("auto:") else None
+        if isinstance(self._raw_model, AlterModel):
+            model = self._raw_model
+        else:
+            if auto_k is None:
+                names = self._forget_domain_names()
+            else:
+                names = [f"forget_{k}" for k in range(auto_k)]
+            cfg.forget_domains = names
+            model = wrap(self._raw_model, cfg)
+        model.to(self.accelerator.device)
+        self.model = model
+        domains = model.domains
+        if auto_k is not None and not isinstance(self._raw_model, AlterModel):
+            probe = encode_items(self.tokenizer, self.forget, [1] * len(self.forget), system_prompt=cfg.system_prompt,
+                                 max_length=cfg.max_length)
+            clusters = cluster_forget_examples(model, probe, auto_k, self._pad(), cfg.seed)
+            forget_ids = [1 + c for c in clusters]
+        else:
+            forget_ids = []
+            for ex in self.forget:
+                d = ex.domain if ex.domain and ex.domain != cfg.retain_domain else "forget"
+                forget_ids.append(model.domain_index(d))
+        self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
+                                  system_prompt=cfg.system_prompt, max_length=cfg.max_length)
+        answer_entropies = self._base_entropy_pass()
+        if model.theta is None:
+            model.set_theta(resolve_theta(cfg.theta, answer_entropies))
+        theta = model.theta
+        high = float((answer_entropies >= theta).float().mean()) if answer_entropies.numel() else 0.0
+        self.report = TrainReport(theta=theta, domains=list(domains), entropy_summary={
+            "answer_tokens": int(answer_entropies.numel()), "frac_high": high,
+            "median": float(answer_entropies.median()) if answer_entropies.numel() else float("nan"),
+            "theta_rule": str(cfg.theta), "q": cfg.q})
+        self.answer_entropies = answer_entropies
+        if cfg.init == "centroid" and not isinstance(self._raw_model, AlterModel):
+            centroid_init_routers(model, self.items, theta, self._pad(), self._batch_size_eval())
+        return model
+
+    def _base_entropy_pass(self) -> torch.Tensor:
+        """Entropy at every position of every item (no grad, adapters off); returns the answer tokens'."""
+        model = self.model
+        order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
+        bs = self._batch_size_eval()
+        answer = []
+        todo = [i for i in order if self.items[i].position_entropy is None]
+        for s in tqdm(range(0, len(todo), bs), desc="entropy pass", disable=not self._show_progress(), leave=False):
+            idx = todo[s:s + bs]
+            batch = collate_items([self.items[i] for i in idx], self._pad())
+            ids = batch["input_ids"].to(model.device)
+            mask = batch["attention_mask"].to(model.device)
+            ent = model.position_entropy(ids, mask).float().cpu()
+            for j, i in enumerate(idx):
+                n = len(self.items[i].encoded.input_ids)
+                self.items[i].position_entropy = ent[j, :n].clone()
+        for it in self.items:
+            labels = torch.tensor(it.encoded.labels)
+            sel = labels[1:] != IGNORE_INDEX
+            answer.append(it.position_entropy[:-1][sel])
+        return torch.cat(answer) if answer else torch.empty(0)
+
+    # ------------------------------------------------------------------ running
+    def _show_progress(self) -> bool:
+        return self.progress and self.accelerator.is_main_process
+
+    def _optimizer(self, phase: str) -> torch.optim.Optimizer:
+        cfg = self.config
+        model = self.model
+        shared, experts, routers = [], [], []
+        for layer in model.adapter_layers().values():
+            if layer.lora_A.requires_grad:
+                shared.append(layer.lora_A)
+            experts += [b for b in layer.lora_B if b.requires_grad]
+            routers += [g for g in layer.router if g.requires_grad]
+        lr = cfg.lr_phase1 if phase == "phase1" else cfg.lr_phase2
+        groups = [{"params": shared + experts, "lr": lr}]
+        if routers:
+            groups.append({"params": routers, "lr": cfg.lr_router, "weight_decay": 0.0})
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError(f"{phase}: nothing to train (every adapter parameter is frozen)")
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
+
+    def _phase_plans(self, forget_domains: Optional[List[int]] = None) -> Dict[str, List[List[int]]]:
+        cfg = self.config
+        n = len(self.items)
+        retain_idx = [i for i in range(n) if self.items[i].domain_id == 0]
+        forget_idx = [i for i in range(n) if self.items[i].domain_id != 0
+                      and (forget_domains is None or self.items[i].domain_id in forget_domains)]
+        plans = {}
+        if cfg.phase1_epochs > 0 and forget_domains is None:
+            plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
+        rpf = cfg.retain_per_forget if cfg.retain_per_forget > 0 else 1.0
+        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs, rpf, cfg.seed)
+        return plans
+
+    def _step(self, phase: str, batch: dict, train_model) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        model = self.model
+        device = model.device
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device)
+        labels = batch["labels"].to(device)
+        pos_ent = batch["position_entropy"].to(device)
+        routing = shift_entropy(pos_ent, mask)
+        theta = model.theta
+        if phase == "phase1":
+            domain = torch.zeros_like(batch["domain"]).to(device)
+            with model.state.scope(b_grad_high_only=True):
+                logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            return phase1_loss(logits, labels, pos_ent, theta)
+        domain = batch["domain"].to(device)
+        answer = labels[:, 1:] != IGNORE_INDEX
+        need_base = cfg.lambda_struct > 0 and bool((answer & (pos_ent[:, :-1] >= theta)).any())
+        base_logits = model.base_forward(ids, mask).logits if need_base else None
+        with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[]):
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            route = model.state.pop_route_loss()
+        return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
+                             lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
+                             lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route)
+
+    def _set_trainable(self, phase: str, only_expert: Optional[int]) -> None:
+        model = self.model
+        if phase == "phase1":
+            model.set_trainable(shared=True, experts=[0], routers=False)
+        elif only_expert is not None:
+            model.set_trainable(shared=False, experts=[only_expert], routers=True)
+        else:
+            model.set_trainable(shared=True, experts=list(range(len(model.domains))), routers=True)
+
+    def _run_phase(self, phase: str, plan: List[List[int]], start_step: int, global_step: int,
+                   only_expert: Optional[int] = None, resume_from: Optional[Path] = None) -> int:
+        acc = self.accelerator
+        self._set_trainable(phase, only_expert)
+        optimizer = self._optimizer(phase)
+        if resume_from is not None:
+            ckpt.restore_optimizer(resume_from, optimizer)
+        train_model, optimizer = acc.prepare(self.model, optimizer)
+        train_model.train()
+        t0 = time.time()
+        if self.model.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.model.device)
+        bar = tqdm(total=len(plan), initial=start_step, desc=f"ALTER {phase}", disable=not self._show_progress())
+        running: Dict[str, float] = {}
+        for step in range(start_step, len(plan)):
+            idx = plan[step][acc.process_index::acc.num_processes] or plan[step][:1]
+            batch = collate_items([self.items[i] for i in idx], self._pad())
+            out = self._step(phase, batch, train_model)
+            acc.backward(out["loss"])
+            if self.config.max_grad_norm > 0:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                acc.clip_grad_norm_(params, self.config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            for k, v in out.items():
+                if k != "loss" and v.dim() == 0 and v.is_floating_point():
+                    running[k] = float(v)
+            running["loss"] = float(out["loss"].detach())
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k in ("loss", "forget", "retain", "ce_high")})
+            if (step + 1) % self.log_every == 0 or step + 1 == len(plan):
+                self._log({"phase": phase, "step": step + 1, "global_step": global_step, **running})
+            done = step + 1 == len(plan)
+            if self.output_dir is not None and ((self.checkpoint_every and global_step % self.checkpoint_every == 0)
+                                                or done):
+                self._checkpoint(optimizer, {"phase": phase, "step": step + 1, "global_step": global_step,
+                                             "phase_done": done})
+        bar.close()
+        train_model.eval()
+        self.model.eval()
+        stats = self.report.phases.setdefault(phase, {"steps": 0, "seconds": 0.0})
+        stats["steps"] += len(plan) - start_step
+        stats["seconds"] += time.time() - t0
+        stats["peak_memory_bytes"] = _peak_memory_bytes(self.model.device)
+        stats["trainable_parameters"] = self.model.trainable_parameter_count()
+        self.model.set_trainable()
+        return global_step
+
+    def _log(self, record: dict) -> None:
+        self.report.log.append(record)
+        if self.on_log is not None:
+            self.on_log(record)
+        if self.output_dir is not None and self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "train_log.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _checkpoint(self, optimizer, progress: dict) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        progress = {**progress, "theta": self.model.theta, "domains": self.model.domains,
+                    "report_phases": self.report.phases}
+        ckpt.save_checkpoint(self.output_dir / "checkpoints", self.model, optimizer, progress)
+
+    # ------------------------------------------------------------------ entry points
+    def train(self, resume: bool = False) -> AlterModel:
+        """Run preparation, phase I and phase II; returns the trained :class:`AlterModel`."""
+        model = self.prepare()
+        plans = self._phase_plans()
+        start = {phase: 0 for phase in plans}
+        global_step = 0
+        restore = {}
+        found = ckpt.latest_checkpoint(self.output_dir / "checkpoints") if (resume and self.output_dir) else None
+        if found is not None:
+            global_step = self._resume_from(found, plans, start, restore)
+        for phase in ("phase1", "phase2"):
+            if phase in plans and start[phase] < len(plans[phase]):
+                global_step = self._run_phase(phase, plans[phase], start[phase], global_step,
+                                              resume_from=restore.get(phase))
+        if self.output_dir is not None and self.accelerator.is_main_process:
+            model.save_adapter(self.output_dir / "adapter", extra={"train_report": self.report.to_dict()})
+        return model
+
+    def _resume_from(self, found: Path, plans: dict, start: dict, restore: dict) -> int:
+        """Load a checkpoint into the prepared model; set where each phase starts. Returns the global step."""
+        model = self.model
+        progress = ckpt.read_progress(found)
+        if progress["domains"] != model.domains:
+            raise ValueError(f"checkpoint {found} has domains {progress['domains']}, this run has {model.domains}; "
+                             "resume with the same data and config")
+        model.load_adapter_state_dict(alter_io.load_tensors(found / "adapter" / "adapter_model.safetensors",
+                                                            device=model.device))
+        model.set_theta(progress["theta"])
+        self.report.theta = progress["theta"]
+        self.report.phases = progress.get("report_phases", {})
+        phase, step, done = progress["phase"], progress["step"], progress.get("phase_done", False)
+        if phase == "phase2" and "phase1" in start:
+            start["phase1"] = len(plans["phase1"])
+        start[phase] = len(plans[phase]) if done else step
+        if not done:
+            restore[phase] = found
+        if self._show_progress():
+            print(f"[alter] resuming from {found} ({phase}, step {step}, global step {progress['global_step']})")
+        return int(progress["global_step"])
+
+    def train_new_domain(self, name: str) -> AlterModel:
+        """Continual unlearning: add expert ``name`` and train only it and the routers (phase II).
+
+        ``self._raw_model`` must be a trained :class:`AlterModel`; ``forget`` holds the new
+        request's examples. Every other parameter stays bit-identical.
+        """
+        if not isinstance(self._raw_model, AlterModel):
+            raise TypeError("train_new_domain needs an already trained AlterModel")
+        model = self._raw_model
+        index = model.add_forget_domain(name)
+        self.forget = [type(ex)(**{**ex.__dict__, "domain": name}) if hasattr(ex, "__dict__") else ex
+                       for ex in self.forget]
+        self.prepare()
+        plans = self._phase_plans(forget_domains=[index])
+        self._run_phase("phase2", plans["phase2"], 0, 0, only_expert=index)
+        if self.output_dir is not None and self.accelerator.is_main_process:
+            model.save_adapter(self.output_dir / "adapter", extra={"train_report": self.report.to_dict()})
+        return model

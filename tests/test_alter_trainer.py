@@ -1,0 +1,155 @@
+"""The two-phase trainer on a tiny Llama: pipeline, gradient isolation, continual unlearning, resume."""
+
+import pytest
+import torch
+
+import alter
+from alter.data.schema import QAExample
+from alter.train import AlterTrainer
+from alter.train.batches import collate_items
+from tests.helpers import make_tiny_llama
+
+FORGET = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain=d)
+          for n, d in [("Ana", "ana"), ("Bo", "bo"), ("Ana Li", "ana"), ("Bo Wu", "bo")]]
+RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["Cy", "Di", "Ed", "Fa", "Gu", "Ho"]]
+
+
+def _config(**kw):
+    base = dict(batch_size=2, phase1_epochs=1, phase2_epochs=1, lr_phase1=1e-2, lr_phase2=1e-2, lr_router=1e-2)
+    base.update(kw)
+    return alter.AlterConfig(**base)
+
+
+def _trainer(tok, tmp_path=None, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = make_tiny_llama(len(tok))
+    return AlterTrainer(model, tok, _config(**kw), FORGET, RETAIN, output_dir=tmp_path, progress=False)
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before, model):
+    return {n for n, p in model.named_parameters() if n in before and not torch.equal(before[n], p.detach())}
+
+
+def test_whole_pipeline_wrap_train_save_load_generate(tiny_tokenizer, tmp_path):
+    tr = _trainer(tiny_tokenizer, tmp_path)
+    base_before = {n: p.clone() for n, p in tr._raw_model.named_parameters()}
+    model = tr.train()
+    assert model.domains == ["retain", "ana", "bo"]
+    rep = tr.report
+    assert rep.theta == model.theta and rep.phases["phase1"]["steps"] == 5 and rep.phases["phase2"]["steps"] == 2
+    assert 0.0 <= rep.entropy_summary["frac_high"] <= 1.0
+    for n, p in model.model.named_parameters():
+        if "lora_" not in n and "router" not in n:
+            assert torch.equal(p, base_before[n.replace(".base_layer", "")]), n
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "train_log.jsonl").read_text().count("\n") >= 2
+    torch.manual_seed(0)
+    restored = alter.load_adapter(make_tiny_llama(len(tiny_tokenizer)), tmp_path / "adapter")
+    enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(restored(**enc).logits, model(**enc).logits)
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(restored.generate(enc.input_ids, **kw), model.generate(enc.input_ids, **kw))
+
+
+def _one_step(tr, rows):
+    model = tr.model
+    model.set_trainable(shared=True, experts=list(range(len(model.domains))), routers=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    batch = collate_items([tr.items[i] for i in rows], tr._pad())
+    out = tr._step("phase2", batch, model)
+    out["loss"].backward()
+    grads = {n: (p.grad.clone() if p.grad is not None else None) for n, p in model.named_parameters()}
+    opt.step()
+    return grads
+
+
+@pytest.mark.parametrize("which", ["forget_bo", "retain"])
+def test_a_step_changes_exactly_the_parameters_its_domain_owns(tiny_tokenizer, which):
+    tr = _trainer(tiny_tokenizer)
+    tr.prepare()
+    model = tr.model
+    with torch.no_grad():                                  # non-zero experts so that every path carries gradient
+        for layer in model.adapter_layers().values():
+            for b in layer.lora_B:
+                b.normal_(0, 0.1)
+    expert = model.domain_index("bo") if which == "forget_bo" else 0
+    rows = [i for i, it in enumerate(tr.items) if it.domain_id == expert][:2]
+    before = _snapshot(model)
+    grads = _one_step(tr, rows)
+    changed = _changed(before, model)
+    assert changed, "the step changed nothing"
+    for name in changed:
+        assert "lora_" in name or "router" in name, f"a base parameter changed: {name}"
+        if ".lora_B." in name:
+            assert name.endswith(f".lora_B.{expert}"), f"{which} batch changed another expert: {name}"
+    owned = {n for n in before if n.endswith(f".lora_B.{expert}")}
+    assert owned <= changed
+    for n, g in grads.items():
+        if ".lora_B." in n and not n.endswith(f".lora_B.{expert}"):
+            assert g is None or torch.count_nonzero(g) == 0, f"gradient leaked into {n}"
+
+
+def test_continual_unlearning_leaves_every_other_parameter_bit_identical(tiny_tokenizer):
+    tr = _trainer(tiny_tokenizer)
+    model = tr.train()
+    before = _snapshot(model)
+    new = [QAExample(f"Who is {n}?", f"{n} repairs old clocks.") for n in ["Iv", "Jo"]]
+    tr2 = AlterTrainer(model, tiny_tokenizer, None, new, RETAIN, progress=False)
+    tr2.train_new_domain("clocks")
+    assert model.domains[-1] == "clocks"
+    index = model.domain_index("clocks")
+    changed = _changed(before, model)
+    assert changed and all(".router." in name for name in changed), changed - {n for n in changed if ".router." in n}
+    new_b = [n for n, p in model.named_parameters() if n.endswith(f".lora_B.{index}")]
+    assert new_b and any(torch.count_nonzero(p) for n, p in model.named_parameters() if n in new_b)
+
+
+def test_resume_after_interruption_equals_the_uninterrupted_run(tiny_tokenizer, tmp_path):
+    full = _trainer(tiny_tokenizer, tmp_path / "full").train()
+    tr = _trainer(tiny_tokenizer, tmp_path / "cut")
+    tr.checkpoint_every = 3
+    real_step, calls = tr._step, [0]
+
+    def interrupted(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    tr._step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        tr.train()
+    assert (tmp_path / "cut" / "checkpoints").is_dir()
+    resumed = _trainer(tiny_tokenizer, tmp_path / "cut").train(resume=True)
+    a, b = full.adapter_state_dict(), resumed.adapter_state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_theta_rules_and_bad_input(tiny_tokenizer):
+    tr = _trainer(tiny_tokenizer, theta="quantile:0.5", phase1_epochs=0, phase2_epochs=0.5)
+    model = tr.train()
+    assert abs(tr.report.entropy_summary["frac_high"] - 0.5) < 0.1
+    assert tr.report.phases.keys() == {"phase2"}
+    tr = _trainer(tiny_tokenizer, theta=0.25, phase1_epochs=0, phase2_epochs=0.5)
+    assert tr.train().theta == 0.25
+    with pytest.raises(ValueError, match="empty forget set"):
+        AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, _config(), [], RETAIN)
+    with pytest.raises(ValueError, match="unknown config key 'lamda_forget'; did you mean 'lambda_forget'"):
+        alter.AlterConfig.from_dict({"lamda_forget": 1.0})
+
+
+def test_auto_subdomains_and_centroid_init(tiny_tokenizer):
+    tr = _trainer(tiny_tokenizer, subdomains="auto:2", init="centroid", phase1_epochs=0, phase2_epochs=0.5)
+    tr.prepare()
+    model = tr.model
+    assert model.domains == ["retain", "forget_0", "forget_1"]
+    assert {it.domain_id for it in tr.items[:len(FORGET)]} <= {1, 2}
+    norms = [float(layer.router[0].detach().norm()) for layer in model.adapter_layers().values()]
+    assert all(abs(n - 1.0) < 1e-4 for n in norms)          # normalised centroids
