@@ -42,6 +42,9 @@ class AlterConfig:
         "training tokens' entropies), 'quantile:P', or a number")
     entropy_source: str = _f("adapted", "at generation, entropy of each new token from the 'adapted' model's logits "
                              "or from the 'base' model run alongside", choices=("adapted", "base"))
+    token_entropy: bool = _f(True, "route and select tokens by entropy; False is the AsymLoRA ablation of the paper: "
+                             "every token low entropy (top-1 routing, hinge on every forget token), A learns from "
+                             "every token, no phase I, no structural KL")
     # --- routing (sections 1, 4) ---
     tau_high: float = _f(2.0, "router temperature for high-entropy tokens (> 1 spreads weight over experts)")
     tau_low: float = _f(0.5, "router temperature for low-entropy tokens in the dense training-mode gate (< 1)")

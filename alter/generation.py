@@ -103,6 +103,22 @@ class _EntropySession:
         return out.logits[:, -1, :]
 
 
+def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
+    """The AsymLoRA ablation: every token is low entropy (top-1 expert), no entropy to track."""
+    def pre_hook(module, args, call_kwargs):
+        ids = call_kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and wrapper.state.enabled:
+            wrapper.state.entropy = torch.zeros(ids.shape, device=ids.device)
+        return None
+
+    handle = wrapper.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        with wrapper.state.scope(domain=None, token_mask=None, entropy=None):
+            return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    finally:
+        handle.remove()
+
+
 def _num_beams(wrapper, kwargs) -> int:
     if "num_beams" in kwargs:
         return int(kwargs["num_beams"])
@@ -125,6 +141,8 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
         raise RuntimeError("AlterModel.generate is not re-entrant")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    if not wrapper.alter_config.token_entropy:
+        return _generate_all_low(wrapper, input_ids, attention_mask, **kwargs)
     source = wrapper.alter_config.entropy_source
     use_base = source == "base"
     out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)

@@ -221,7 +221,7 @@ class AlterLinear(nn.Module):
         high = None
         if ent is not None:
             high = ent >= self._theta()
-        a_mask = high
+        a_mask = high if (self.state is None or self.state.shared_high_only) else None
         b_mask = high if (self.state is not None and self.state.b_grad_high_only) else None
         state = self.state
         if state is not None and state.collect_route_loss and ids is not None and E > 1:

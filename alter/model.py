@@ -65,7 +65,9 @@ class AlterModel(nn.Module):
         self.model = model
         self.alter_config = config
         self.base_model_name = base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
-        self.state = RoutingState(theta=theta)
+        if not config.token_entropy:
+            theta = float("inf")                     # AsymLoRA ablation: no token is ever high entropy
+        self.state = RoutingState(theta=theta, shared_high_only=config.token_entropy)
         for p in model.parameters():
             p.requires_grad_(False)
         self.target_names: List[str] = []
@@ -175,6 +177,8 @@ class AlterModel(nn.Module):
         indices, teacher-forced training) are optional: without ``entropy`` a base pass computes it."""
         if input_ids is None:
             raise ValueError("AlterModel.forward needs input_ids (inputs_embeds cannot be routed by token entropy)")
+        if entropy is None and not self.alter_config.token_entropy:
+            entropy = torch.zeros(input_ids.shape, device=input_ids.device)
         if self.state.enabled and entropy is None and self._generation is None:
             if kwargs.get("past_key_values") is not None:
                 raise ValueError("forward with past_key_values needs entropy=... for the new tokens (their entropy "

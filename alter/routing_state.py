@@ -22,6 +22,7 @@ class RoutingState:
     domain: Optional[torch.Tensor] = None           # [B] or [B, T] expert index (teacher-forced training)
     token_mask: Optional[torch.Tensor] = None       # [B, T] bool: real (non-pad) tokens
     b_grad_high_only: bool = False                  # phase I: experts too learn only from high-entropy tokens
+    shared_high_only: bool = True                   # A learns only from high-entropy tokens (False: AsymLoRA)
     collect_route_loss: bool = False                # phase II: each layer adds its router CE (section 3)
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
 

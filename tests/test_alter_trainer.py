@@ -153,3 +153,16 @@ def test_auto_subdomains_and_centroid_init(tiny_tokenizer):
     assert {it.domain_id for it in tr.items[:len(FORGET)]} <= {1, 2}
     norms = [float(layer.router[0].detach().norm()) for layer in model.adapter_layers().values()]
     assert all(abs(n - 1.0) < 1e-4 for n in norms)          # normalised centroids
+
+
+def test_asymlora_ablation_treats_every_token_as_low_entropy(tiny_tokenizer):
+    tr = _trainer(tiny_tokenizer, token_entropy=False, phase2_epochs=1)
+    model = tr.prepare()
+    a_before = {n: layer.lora_A.detach().clone() for n, layer in model.adapter_layers().items()}
+    model = tr.train()
+    assert tr.report.phases.keys() == {"phase2"}                # no phase I
+    assert model.theta == float("inf")
+    assert any(not torch.equal(a_before[n], l.lora_A) for n, l in model.adapter_layers().items())  # A learns
+    enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
+    out = model.generate(enc.input_ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape[1] == enc.input_ids.shape[1] + 4

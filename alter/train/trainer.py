@@ -17,6 +17,7 @@ order is a function of the seed, and the optimizer state, RNG and step counters 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,9 @@ class AlterTrainer:
         return max(8, self.config.batch_size * 2)
 
     def prepare(self) -> AlterModel:
+        """Wrap, tokenise, compute entropies and theta (once; later calls return the same model)."""
+        if self.model is not None:
+            return self.model
         cfg = self.config
         torch.manual_seed(cfg.seed)
         auto_k = int(cfg.subdomains.split(":")[1]) if cfg.subdomains.startswith("auto:") else None
@@ -145,7 +149,12 @@ class AlterTrainer:
                 forget_ids.append(model.domain_index(d))
         self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
                                   system_prompt=cfg.system_prompt, max_length=cfg.max_length)
-        answer_entropies = self._base_entropy_pass()
+        if cfg.token_entropy:
+            answer_entropies = self._base_entropy_pass()
+        else:                                    # AsymLoRA ablation: every token counts as low entropy
+            for it in self.items:
+                it.position_entropy = torch.zeros(len(it.encoded.input_ids))
+            answer_entropies = torch.zeros(0)
         if model.theta is None:
             model.set_theta(resolve_theta(cfg.theta, answer_entropies))
         theta = model.theta
@@ -210,7 +219,7 @@ class AlterTrainer:
         forget_idx = [i for i in range(n) if self.items[i].domain_id != 0
                       and (forget_domains is None or self.items[i].domain_id in forget_domains)]
         plans = {}
-        if cfg.phase1_epochs > 0 and forget_domains is None:
+        if cfg.phase1_epochs > 0 and forget_domains is None and cfg.token_entropy:
             plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
         rpf = cfg.retain_per_forget if cfg.retain_per_forget > 0 else 1.0
         plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs, rpf, cfg.seed)
@@ -224,7 +233,7 @@ class AlterTrainer:
         mask = batch["attention_mask"].to(device)
         labels = batch["labels"].to(device)
         pos_ent = batch["position_entropy"].to(device)
-        routing = shift_entropy(pos_ent, mask)
+        routing = shift_entropy(pos_ent, mask) if cfg.token_entropy else pos_ent
         theta = model.theta
         if phase == "phase1":
             domain = torch.zeros_like(batch["domain"]).to(device)
@@ -367,8 +376,8 @@ class AlterTrainer:
             raise TypeError("train_new_domain needs an already trained AlterModel")
         model = self._raw_model
         index = model.add_forget_domain(name)
-        self.forget = [type(ex)(**{**ex.__dict__, "domain": name}) if hasattr(ex, "__dict__") else ex
-                       for ex in self.forget]
+        self.forget = [dataclasses.replace(ex, domain=name) for ex in self.forget]
+        self.model = None
         self.prepare()
         plans = self._phase_plans(forget_domains=[index])
         self._run_phase("phase2", plans["phase2"], 0, 0, only_expert=index)
