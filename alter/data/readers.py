@@ -50,9 +50,14 @@ def _rows(table: Table, limit: Optional[int]) -> Iterator:
     return iter(rows)
 
 
+def _nonempty(tables: List[Table]) -> List[Table]:
+    """Tables with at least one row: an empty file contributes no examples (and needs no columns)."""
+    return [t for t in tables if len(t.rows) > 0]
+
+
 def _read_qa(tables: List[Table], domain, field_map, limit) -> List[QAExample]:
     out: List[QAExample] = []
-    for table in tables:
+    for table in _nonempty(tables):
         cols = resolve_columns("qa", table.columns, _field_map(table, field_map), table.source)
         default = _default_domain(table, domain)
         for row, record in enumerate(_rows(table, None if limit is None else limit - len(out))):
@@ -64,7 +69,7 @@ def _read_qa(tables: List[Table], domain, field_map, limit) -> List[QAExample]:
 
 def _read_mc(tables: List[Table], subject, field_map, limit) -> List[MCExample]:
     out: List[MCExample] = []
-    for table in tables:
+    for table in _nonempty(tables):
         cols = resolve_columns("mc", table.columns, _field_map(table, field_map), table.source)
         default_subject = subject if subject is not None else (table.spec.subject if table.spec else None)
         for row, record in enumerate(_rows(table, None if limit is None else limit - len(out))):
@@ -76,7 +81,7 @@ def _read_mc(tables: List[Table], subject, field_map, limit) -> List[MCExample]:
 
 def _read_text(tables: List[Table], domain, field_map, limit, max_chars, max_words) -> List[QAExample]:
     out: List[QAExample] = []
-    for table in tables:
+    for table in _nonempty(tables):
         cols = resolve_columns("text", table.columns, _field_map(table, field_map), table.source)
         default = _default_domain(table, domain)
         id_col = cols.column("id")

@@ -15,6 +15,7 @@ are named ``<split>-00000-of-00001.parquet``). A single file is taken whole what
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from dataclasses import dataclass
@@ -107,16 +108,43 @@ def _csv_header(path: Path) -> List[str]:
         return next(csv.reader(fh), [])
 
 
+def _is_empty_json(path: Path) -> bool:
+    """A .json/.jsonl file with no records (empty, blank, or ``[]``), which ``datasets`` cannot build."""
+    if path.suffix.lower() not in (".json", ".jsonl"):
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    text = head.decode("utf-8", errors="replace").strip()
+    return text in ("", "[]") or (len(head) < 4096 and text.replace(" ", "").replace("\n", "") == "[]")
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """No "Generating train split" bars for local files (they take milliseconds)."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def load_file(path: Path) -> Table:
     """One local file through ``datasets.load_dataset(<builder>, data_files=...)``."""
     import datasets
 
     builder = BUILDERS[path.suffix.lower()]
+    if _is_empty_json(path):
+        return Table(datasets.Dataset.from_list([]), str(path), [])
     kwargs = {}
     if builder == "csv":
         header = _csv_header(path)
         kwargs["features"] = datasets.Features({c: datasets.Value("string") for c in header})
-    ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
+    with _quiet_progress():
+        ds = datasets.load_dataset(builder, data_files=[str(path)], split="train", **kwargs)
     return Table(ds, str(path), list(ds.column_names))
 
 

@@ -1,0 +1,72 @@
+"""alter-train: flags for every hyperparameter, config precedence, one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from alter.cli import train as cli
+from alter.cli.options import build_config
+from alter.config import AlterConfig
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_documents_every_hyperparameter_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for name in AlterConfig.field_names():
+        assert "--" + name.replace("_", "-") in text, name
+    assert "(default: 1.5)" in text and "(default: auto)" in text and "--demo" in text
+
+
+def test_defaults_then_yaml_then_flags(tmp_path):
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("r: 4\nmargin: 2.5\ntheta: quantile:0.3\n")
+    args = cli.build_parser().parse_args(["--config", str(yaml_path), "--margin", "0.5",
+                                          "--target-modules", "q_proj,v_proj", "--theta", "1.25"])
+    cfg = build_config(args)
+    assert cfg.r == 4 and cfg.margin == 0.5 and cfg.theta == 1.25
+    assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.q == 1.5
+
+
+def _write(path, rows):
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["missing_file", "empty_forget", "unknown_model", "bad_key", "bad_value"])
+def test_bad_input_gives_one_clear_line(tmp_path, capsys, case):
+    good = _write(tmp_path / "retain.json", [{"question": "q?", "answer": "a."}])
+    argv = ["--forget", good, "--retain", good, "--output", str(tmp_path / "out"), "--no-progress"]
+    expect = {"missing_file": "nope.json", "empty_forget": "empty forget set", "unknown_model": "unknown model",
+              "bad_key": "unknown config key 'rank'", "bad_value": "AlterConfig.q"}[case]
+    if case == "missing_file":
+        argv[1] = str(tmp_path / "nope.json")
+    elif case == "empty_forget":
+        argv[1] = _write(tmp_path / "empty.json", [])
+    elif case == "unknown_model":
+        argv += ["--model", "no-such-model"]
+    elif case == "bad_key":
+        (tmp_path / "c.yaml").write_text("rank: 4\n")
+        argv += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "bad_value":
+        argv += ["--q", "-1"]
+    code, out, err = _run(argv, capsys)
+    assert code == 2
+    assert err.startswith("alter-train: error: ") and expect in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_installed_entry_point_reports_errors_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "alter.cli.train", "--forget", str(tmp_path / "x.json"),
+                           "--retain", str(tmp_path / "y.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "x.json" in proc.stderr
