@@ -283,8 +283,9 @@ def _reference(retain_model_stats: Optional[Mapping[str, Any]]) -> Mapping[str, 
     return retain_model_stats
 
 
-def evaluate_tofu(model, tokenizer, forget: Sequence[Any], retain: Sequence[Any], real_authors: Optional[Sequence[Any]] = None,
-                  world_facts: Optional[Sequence[Any]] = None, holdout: Optional[Sequence[Any]] = None,
+def evaluate_tofu(model, tokenizer, forget: Sequence[Any], retain: Sequence[Any],
+                  real_authors: Optional[Sequence[Any]] = None, world_facts: Optional[Sequence[Any]] = None,
+                  holdout: Optional[Sequence[Any]] = None,
                   retain_model_stats: Optional[Mapping[str, Any]] = None, *, batch_size: int = 8,
                   gen_batch_size: Optional[int] = None, max_new_tokens: int = 200, system_prompt: Optional[str] = None,
                   generate: bool = True, min_k: float = 0.4, progress: bool = True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, encode_qa, pad_id, prompt_ids
