@@ -51,10 +51,9 @@ def check_same_dtype(**tensors: Optional[torch.Tensor]) -> None:
 
 def check_q(q) -> float:
     """Tsallis deformation parameter: a finite number > 0 (q = 1 is the Shannon limit)."""
-    try:
-        qf = float(q)
-    except (TypeError, ValueError):
-        raise TypeError(f"q must be a number, got {type(q).__name__}") from None
+    if isinstance(q, (str, bytes, bool)) or not isinstance(q, (int, float)) and not hasattr(q, "__float__"):
+        raise TypeError(f"q must be a number, got {type(q).__name__}")
+    qf = float(q)
     if not (qf > 0.0) or qf != qf or qf == float("inf"):
         raise ValueError(f"q must be a finite number > 0, got {q}")
     return qf

@@ -13,18 +13,20 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
-from tests.helpers import make_tiny_llama, make_tiny_tokenizer  # noqa: E402
+torch.set_num_threads(1)          # tiny test tensors gain nothing from more threads
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
+    from tests.helpers import make_tiny_tokenizer      # transformers is imported only by tests that need it
+
     return make_tiny_tokenizer()
 
 
 @pytest.fixture()
 def tiny_llama(tiny_tokenizer):
+    from tests.helpers import make_tiny_llama
+
     torch.manual_seed(0)
     return make_tiny_llama(vocab_size=len(tiny_tokenizer))
 
