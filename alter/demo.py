@@ -16,8 +16,6 @@ Sized for a 2-core CPU (see README for the measured time); ``--quick`` is a smok
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,36 +57,16 @@ def _stage(name: str, timings: Dict[str, float], t0: float) -> float:
     return now
 
 
-def _finetune_cache_key(model_name: str, examples, preset: DemoPreset) -> str:
-    h = hashlib.sha256()
-    h.update(model_name.encode())
-    h.update(json.dumps([preset.finetune_epochs, preset.finetune_lr, preset.finetune_batch_size,
-                         preset.system_prompt, preset.seed, torch.__version__]).encode())
-    for e in examples:
-        h.update(f"{e.question}\x00{e.answer}\x01".encode())
-    return h.hexdigest()[:16]
-
-
 def _finetuned_model(model_name: str, examples, preset: DemoPreset, progress: bool, use_cache: bool):
-    """The base model fine-tuned on every author (loaded from the cache when this exact run was done)."""
-    from alter import models
-    from alter.train.finetune import finetune
+    """The base model fine-tuned on every author (from the cache when this exact run was done before)."""
+    from alter.train.finetune import cached_finetune
 
-    cache = models.cache_dir() / "demo" / f"finetuned-{_finetune_cache_key(model_name, examples, preset)}"
-    if use_cache and (cache / "config.json").is_file():
-        print(f"[demo] using the cached fine-tuned model {cache}")
-        model, tokenizer = models.load(str(cache))
-        return model, tokenizer, {"cached": True, "path": str(cache)}
-    model, tokenizer = models.load(model_name)
-    report = finetune(model, tokenizer, examples, epochs=preset.finetune_epochs, lr=preset.finetune_lr,
-                      batch_size=preset.finetune_batch_size, system_prompt=preset.system_prompt, seed=preset.seed,
-                      progress=progress, desc="teach the authors")
-    if use_cache:
-        with alter_io.atomic_directory(cache) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        report["path"] = str(cache)
-    report["cached"] = False
+    model, tokenizer, report = cached_finetune(
+        model_name, examples, tag="demo", use_cache=use_cache, progress=progress, desc="teach the authors",
+        epochs=preset.finetune_epochs, lr=preset.finetune_lr, batch_size=preset.finetune_batch_size,
+        system_prompt=preset.system_prompt, seed=preset.seed)
+    if report["cached"]:
+        print(f"[demo] using the cached fine-tuned model {report['path']}")
     return model, tokenizer, report
 
 

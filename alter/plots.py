@@ -35,3 +35,34 @@ def entropy_histogram(groups: Dict[str, Sequence[float]], theta: float, path, *,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def bar_charts(rows: Sequence[dict], columns: Sequence[tuple], directory) -> list:
+    """One bar chart per (key, title, _) column over the rows' methods; returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for key, title, _ in columns:
+        named = [(r["method"], r.get(key)) for r in rows if r.get(key) is not None]
+        if not named:
+            continue
+        names, values = zip(*named)
+        if key == "peak_memory_bytes":
+            values = [v / 2 ** 30 for v in values]
+        fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(names) + 2), 3.5), dpi=120)
+        colors = ["tab:red" if n == "alter" else "tab:gray" for n in names]
+        ax.bar(range(len(names)), values, color=colors)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha="right")
+        ax.set_title(title)
+        fig.tight_layout()
+        path = directory / f"{key}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

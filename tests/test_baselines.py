@@ -21,15 +21,6 @@ FORGET = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain="f
 RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["Di", "Ed", "Fa", "Gu", "Ho"]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model ops are too small to split: on a loaded 2-core machine 2 threads run ~10x slower than 1."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _model(tok, layers=2, seed=0):
     torch.manual_seed(seed)
     return make_tiny_llama(len(tok), layers=layers)

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the main job on a fresh machine: teach the embedded SmolLM2 "
                    "synthetic authors, unlearn 10%% of them with ALTER, print a before/after table")
     p.add_argument("--quick", action="store_true", help="with --demo: a short smoke run (a few steps, small sets)")
+    p.add_argument("--compare", action="store_true", help="with --demo: run every method (or --methods) on the "
+                   "synthetic authors and print one table (forget ROUGE-L, forget quality, utility, fluency, time, "
+                   "memory)")
+    p.add_argument("--methods", default=None, help="with --compare: comma-separated subset of "
+                   "finetune,retain,ga,graddiff,kl,npo,npo_gd,npo_kl,rl,rmu,lora,asymlora,alter")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_config_flags(p)
     return p
@@ -91,6 +96,18 @@ def run_train(args) -> int:
     return 0
 
 
+def run_comparison(args) -> int:
+    from alter.compare import QUICK, CompareSettings, parse_methods, run_compare
+
+    values = {"model": args.model, "methods": parse_methods(args.methods)}
+    if args.quick:
+        values.update(QUICK)
+    settings = CompareSettings(**values)
+    out = Path(args.output or ("alter_runs/compare-quick" if args.quick else "alter_runs/compare"))
+    run_compare(settings, out, progress=not args.no_progress, threads=args.threads)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -98,11 +115,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
+        if args.demo and args.compare:
+            return run_comparison(args)
         if args.demo:
             from alter.demo import run_demo
             return run_demo(args)
-        if args.quick:
-            raise UsageError("--quick only applies to --demo")
+        if args.quick or args.compare:
+            raise UsageError("--quick and --compare only apply to --demo")
         return run_train(args)
     except KeyboardInterrupt:
         print("alter-train: interrupted (resume with --resume)", file=sys.stderr)

@@ -64,4 +64,56 @@ def finetune(model, tokenizer, examples: Sequence, *, epochs: float = 5.0, lr: f
     model.eval()
     for p in params:
         p.requires_grad_(False)
-    return {"steps": total, "seconds": time.time() - t0, "final_loss": last, "epochs": epochs, "lr": lr}
+    import resource
+
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    if device.type == "cuda":
+        peak = int(torch.cuda.max_memory_allocated(device))
+    return {"steps": total, "seconds": time.time() - t0, "final_loss": last, "epochs": epochs, "lr": lr,
+            "trainable_parameters": sum(p.numel() for p in params), "peak_memory_bytes": peak}
+
+
+def finetune_cache_key(model_name: str, examples: Sequence, settings: dict) -> str:
+    """A digest of everything that determines a fine-tuned model: base, data, settings, torch version."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(model_name.encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(torch.__version__.encode())
+    for e in examples:
+        h.update(f"{e.question}\x00{e.answer}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_finetune(model_name: str, examples: Sequence, *, tag: str = "finetuned", use_cache: bool = True,
+                    progress: bool = True, desc: str = "fine-tune", **settings):
+    """``(model, tokenizer, report)``: ``model_name`` fine-tuned on ``examples`` with ``settings``.
+
+    The result is saved (safetensors, atomically) under ``<ALTER_CACHE>/finetuned/<tag>-<key>``
+    and loaded from there when the same base, data and settings come again.
+    """
+    from alter import io as alter_io
+    from alter import models
+
+    import json
+
+    key = finetune_cache_key(model_name, examples, settings)
+    cache = models.cache_dir() / "finetuned" / f"{tag}-{key}"
+    if use_cache and (cache / "config.json").is_file():
+        model, tokenizer = models.load(str(cache))
+        saved = cache / "finetune_report.json"
+        report = json.loads(saved.read_text()) if saved.is_file() else dict(settings)
+        report.update(cached=True, path=str(cache))
+        return model, tokenizer, report
+    model, tokenizer = models.load(model_name)
+    report = finetune(model, tokenizer, examples, progress=progress, desc=desc, **settings)
+    if use_cache:
+        with alter_io.atomic_directory(cache) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            alter_io.atomic_write_json(tmp / "finetune_report.json", report)
+        report["path"] = str(cache)
+    report["cached"] = False
+    return model, tokenizer, report

@@ -1,0 +1,62 @@
+"""The comparison table in the shape of the paper's tables: one row per method, markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Dict, List, Sequence
+
+# (key in a result row, column title, format); arrows say which direction is better
+COLUMNS = [
+    ("forget_rougeL_recall", "forget ROUGE-L ↓", "{:.3f}"),
+    ("forget_probability", "forget prob. ↓", "{:.3f}"),
+    ("forget_quality", "forget quality ↑", "{:.3g}"),
+    ("model_utility", "model utility ↑", "{:.3f}"),
+    ("retain_rougeL_recall", "retain ROUGE-L ↑", "{:.3f}"),
+    ("fluency_mean", "fluency proxy ↑", "{:.2f}"),
+    ("trainable_parameters", "trainable params", "{:,}"),
+    ("train_seconds", "wall time (s)", "{:.0f}"),
+    ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
+]
+
+
+def _cell(row: Dict, key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key == "peak_memory_bytes":
+        value = value / 2 ** 30
+    if key == "trainable_parameters":
+        value = int(value)
+    return fmt.format(value)
+
+
+def to_markdown(rows: Sequence[Dict]) -> str:
+    head = "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    body = ["| " + row["method"] + " | " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |" for row in rows]
+    return "\n".join([head, rule] + body)
+
+
+def to_csv(rows: Sequence[Dict]) -> str:
+    keys = ["method"] + [k for k, _, _ in COLUMNS] + ["forget_truth_ratio", "privleak", "fluency_var",
+                                                      "total_seconds"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k) for k in keys})
+    return buf.getvalue()
+
+
+def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", utility: str = "model_utility",
+                 skip: Sequence[str] = ("finetune", "retain")) -> List[str]:
+    """Methods not dominated in (lower forget ROUGE-L, higher model utility)."""
+    pts = [(r["method"], r.get(efficacy), r.get(utility)) for r in rows if r["method"] not in skip]
+    pts = [p for p in pts if p[1] is not None and p[2] is not None]
+    front = []
+    for name, f, u in pts:
+        dominated = any((f2 <= f and u2 >= u) and (f2 < f or u2 > u) for _, f2, u2 in pts)
+        if not dominated:
+            front.append(name)
+    return front

@@ -1,0 +1,153 @@
+"""One method of the comparison, in its own process: unlearn, time it, evaluate it, write JSON.
+
+    python -m alter.compare.worker --settings S.json --method NAME --output R.json [--reference RETAIN.json]
+
+A fresh process per method makes wall time and peak memory comparable (a process's peak RSS
+only grows). Every method starts from the same cached fine-tuned model; ``retain`` is the
+base model fine-tuned on the retain set alone, whose forget-set statistics are the reference
+for forget quality (TOFU's KS test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from alter import io as alter_io
+from alter.compare.settings import CompareSettings
+
+
+@dataclasses.dataclass
+class CompareData:
+    forget: list
+    retain: list
+    forget_eval: list
+    retain_eval: list
+    real_authors: list
+    world_facts: list
+    holdout: list
+
+
+def build_data(s: CompareSettings) -> CompareData:
+    from alter.data.general_knowledge import real_authors, world_facts
+    from alter.data.synthetic import SyntheticAuthors
+
+    bench = SyntheticAuthors(n_authors=s.n_authors, questions_per_author=s.questions_per_author, seed=s.seed)
+    split = bench.split(s.forget_percent, per_author_domains=True)
+    per = s.questions_per_author
+    retain_eval = [e for i, e in enumerate(split.retain) if i % per < s.eval_retain_per_author]
+    return CompareData(split.forget, split.retain, split.forget, retain_eval, real_authors()[:s.eval_general],
+                       world_facts()[:s.eval_general], split.holdout)
+
+
+def _finetune_settings(s: CompareSettings) -> dict:
+    return dict(epochs=s.finetune_epochs, lr=s.finetune_lr, batch_size=s.finetune_batch_size,
+                system_prompt=s.system_prompt, seed=s.seed)
+
+
+def starting_model(s: CompareSettings, data: CompareData, progress: bool):
+    """The model every unlearning method starts from: the base fine-tuned on forget + retain (cached)."""
+    from alter.train.finetune import cached_finetune
+
+    return cached_finetune(s.model, data.forget + data.retain, tag="demo", use_cache=s.use_cache, progress=progress,
+                           desc="teach the authors", **_finetune_settings(s))
+
+
+def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool):
+    """``(model to evaluate, tokenizer, efficiency dict)``."""
+    from alter.eval.efficiency import measure
+    from alter.train.finetune import cached_finetune
+
+    if method == "retain":
+        model, tok, rep = cached_finetune(s.model, data.retain, tag="retain", use_cache=s.use_cache,
+                                          progress=progress, desc="retain model", **_finetune_settings(s))
+        return model, tok, {"train_seconds": rep.get("seconds"), "peak_memory_bytes": rep.get("peak_memory_bytes"),
+                            "trainable_parameters": rep.get("trainable_parameters"), "from_cache": rep["cached"]}
+    model, tok, _ = starting_model(s, data, progress)
+    if method == "finetune":
+        return model, tok, {"train_seconds": 0.0, "peak_memory_bytes": None, "trainable_parameters": 0}
+    with measure() as rec:
+        if method in ("alter", "asymlora"):
+            import alter
+            from alter.train import AlterTrainer
+
+            values = {"phase2_epochs": s.unlearn_epochs, "batch_size": s.batch_size,
+                      "system_prompt": s.system_prompt, "seed": s.seed, **s.alter}
+            if method == "asymlora":
+                values["token_entropy"] = False
+            trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), data.forget, data.retain,
+                                   progress=progress)
+            model = trainer.train()
+            trainable = model.adapter_parameter_count()
+        else:
+            from alter.baselines import run_unlearning
+
+            result = run_unlearning(method, model, tok, data.forget, data.retain, epochs=s.unlearn_epochs,
+                                    batch_size=s.batch_size, lr=s.method_lr.get(method), seed=s.seed,
+                                    system_prompt=s.system_prompt, progress=progress)
+            model = result.model
+            trainable = result.report.trainable_parameters
+    eff = rec.to_dict()
+    return model, tok, {"train_seconds": eff["wall_s"], "peak_memory_bytes": eff.get("peak_rss_bytes")
+                        or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable}
+
+
+def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None, progress: bool = True) -> Dict:
+    from alter import models
+    from alter.eval.evaluators import evaluate_fluency, evaluate_tofu
+
+    torch.manual_seed(s.seed)
+    data = build_data(s)
+    t0 = time.time()
+    model, tok, efficiency = _unlearn(method, s, data, progress)
+    model.eval()
+    tofu = evaluate_tofu(model, tok, data.forget_eval, data.retain_eval, data.real_authors, data.world_facts,
+                         data.holdout, reference, batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens,
+                         system_prompt=s.system_prompt, progress=progress)
+    del model
+    judge, judge_tok = models.load(s.model)                  # the original model judges fluency
+    sets = tofu.get("sets", {})
+    questions = sets["forget"]["questions"] + sets["retain"]["questions"]
+    generations = sets["forget"]["generations"] + sets["retain"]["generations"]
+    fluency = evaluate_fluency(judge, judge_tok, questions, generations, batch_size=s.eval_batch_size,
+                               system_prompt=s.system_prompt, progress=progress)
+    row = {
+        "method": method,
+        "forget_rougeL_recall": tofu["forget_rougeL_recall"], "forget_probability": tofu["forget_probability"],
+        "forget_truth_ratio": tofu["forget_truth_ratio"], "forget_quality": tofu.get("forget_quality"),
+        "model_utility": tofu["model_utility"], "retain_rougeL_recall": tofu.get("retain_rougeL_recall"),
+        "privleak": tofu.get("privleak"), "fluency_mean": fluency["mean"], "fluency_var": fluency["var"],
+        **efficiency, "total_seconds": round(time.time() - t0, 1),
+    }
+    return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats")}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m alter.compare.worker")
+    p.add_argument("--settings", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--reference", default=None, help="the retain model's result JSON (for forget quality)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = CompareSettings.from_dict(json.loads(Path(args.settings).read_text()))
+    reference = None
+    if args.reference:
+        reference = json.loads(Path(args.reference).read_text()).get("reference_stats")
+    result = run_method(args.method, settings, reference, progress=not args.no_progress)
+    alter_io.atomic_write_json(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

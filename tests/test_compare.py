@@ -1,0 +1,54 @@
+"""`alter-train --demo --compare` on a tiny saved model: two methods, one table, charts, JSON."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from alter.cli import train as cli
+from alter.compare import parse_methods
+from alter.compare.table import pareto_front, to_markdown
+from tests.helpers import make_tiny_llama, make_tiny_tokenizer
+
+
+def test_method_list_is_validated():
+    assert parse_methods("ga, alter") == ["ga", "alter"]
+    assert "asymlora" in parse_methods(None)
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_methods("ga,magic")
+
+
+def test_pareto_front_and_table_shape():
+    rows = [{"method": "a", "forget_rougeL_recall": 0.2, "model_utility": 0.5},
+            {"method": "b", "forget_rougeL_recall": 0.3, "model_utility": 0.4},
+            {"method": "c", "forget_rougeL_recall": 0.1, "model_utility": 0.3},
+            {"method": "retain", "forget_rougeL_recall": 0.0, "model_utility": 1.0}]
+    assert pareto_front(rows) == ["a", "c"]
+    table = to_markdown(rows)
+    assert table.count("\n") == len(rows) + 1 and "| b |" in table and "forget quality" in table
+
+
+def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    tok = make_tiny_tokenizer()
+    model = make_tiny_llama(len(tok))
+    model.save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    code = cli.main(["--demo", "--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
+                     "--output", str(out), "--no-progress", "--threads", "1"])
+    assert code == 0
+    summary = json.loads((out / "compare.json").read_text())
+    rows = {r["method"]: r for r in summary["rows"]}
+    assert set(rows) == {"ga", "alter"}
+    for row in rows.values():
+        assert row["forget_quality"] is not None and 0.0 <= row["forget_quality"] <= 1.0
+        assert row["model_utility"] is not None and row["train_seconds"] > 0
+        assert row["trainable_parameters"] > 0 and row["fluency_mean"] is not None
+    assert rows["alter"]["trainable_parameters"] < rows["ga"]["trainable_parameters"]
+    with open(out / "compare_table.csv") as fh:
+        assert [r["method"] for r in csv.DictReader(fh)] == ["ga", "alter"]
+    assert "| alter |" in (out / "compare_table.md").read_text()
+    assert (out / "charts" / "forget_rougeL_recall.png").is_file()
