@@ -74,7 +74,7 @@ void route_rows(const void* entropy, int entropy_dtype, uintptr_t router_logits,
         out[best] = 1.0f;
         continue;
       }
-      softmax_scaled(u.data(), E, tau_high, w.data());
+      for (int64_t e = 0; e < E; ++e) w[e] = u[e] / tau_high;      // softmax order = order of u / tau
       std::fill(keep.begin(), keep.end(), 0);
       keep[retain] = 1;
       for (int64_t pick = 0; pick < k; ++pick) {
@@ -84,9 +84,17 @@ void route_rows(const void* entropy, int entropy_dtype, uintptr_t router_logits,
         if (best == E) break;
         keep[best] = 1;
       }
+      // softmax over the kept experts: the renormalised kept weights, without a 0 / 0 when the
+      // retain expert's weight underflows
+      float mx = kNegInf;
+      for (int64_t e = 0; e < E; ++e)
+        if (keep[e] && w[e] > mx) mx = w[e];
       float sum = 0.0f;
-      for (int64_t e = 0; e < E; ++e) sum += keep[e] ? w[e] : 0.0f;
-      for (int64_t e = 0; e < E; ++e) out[e] = keep[e] ? w[e] / sum : 0.0f;
+      for (int64_t e = 0; e < E; ++e) {
+        out[e] = keep[e] ? std::exp(w[e] - mx) : 0.0f;
+        sum += out[e];
+      }
+      for (int64_t e = 0; e < E; ++e) out[e] /= sum;
     }
   }
 }

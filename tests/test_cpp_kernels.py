@@ -8,6 +8,7 @@ only: ALTER_SPEC section 2 (entropy), 3 (hinge), 1 and 4 (routing).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
@@ -455,3 +456,24 @@ def test_public_api_errors_name_the_argument(call, error, argument):
     with ak.use_backend("cpp"):
         with pytest.raises(error, match=argument):
             call()
+
+
+def _route_backends():
+    names = ["torch"] + (["cpp"] if ak.cpp_available() else [])
+    if importlib.util.find_spec("alter_kernels.triton.routing") is not None:
+        names.append("triton")
+    return names
+
+
+@pytest.mark.parametrize("backend", _route_backends())
+def test_route_high_entropy_mix_never_divides_zero_by_zero(backend):
+    # the retain logit is so far below the others that its softmax weight underflows to 0
+    u = torch.tensor([[-500.0, 10.0, 20.0], [0.0, 1.0, 2.0]])
+    ent = torch.tensor([5.0, 5.0])
+    with ak.use_backend(backend):
+        only_retain = ak.route(ent, u, 1.0, top_k=0)
+        mixed = ak.route(ent, u, 1.0, top_k=1)
+    assert torch.equal(only_retain, torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
+    assert torch.isfinite(mixed).all()
+    torch.testing.assert_close(mixed.sum(-1), torch.ones(2))
+    assert mixed[0, 1] == 0.0 and mixed[0, 2] == 1.0

@@ -3,7 +3,8 @@
 mode="infer" (section 4), per token n with router logits u[n] over E experts:
   - H[n] <  theta (knowledge token): one-hot on argmax u[n] (ties: lowest index).
   - H[n] >= theta (structural token): w = softmax(u[n] / tau_high); keep the retain expert and
-    the top_k forget experts by w (all of them when fewer exist), zero the rest, renormalise.
+    the top_k forget experts by w (all of them when fewer exist), zero the rest, renormalise
+    (computed as a softmax over the kept logits, which cannot divide 0 by 0).
 mode="train" (section 1): dense w = softmax(u[n] / tau), tau = tau_high if H[n] >= theta else
   tau_low; every expert keeps its weight.
 NaN entropies are not allowed; +inf counts as high (the first position of a sequence).
@@ -24,16 +25,16 @@ def route_reference(entropy: torch.Tensor, router_logits: torch.Tensor, theta: f
                           torch.full_like(entropy, tau_low, dtype=torch.float32))
         return torch.softmax(u / tau[:, None], dim=-1)
     low_gates = torch.nn.functional.one_hot(u.argmax(-1), E).to(torch.float32)
-    w = torch.softmax(u / tau_high, dim=-1)
-    keep = torch.zeros_like(w, dtype=torch.bool)
+    x = u / tau_high
+    keep = torch.zeros_like(x, dtype=torch.bool)
     keep[:, retain_index] = True
     n_forget = E - 1
     k = min(top_k, n_forget)
     if k > 0:
-        forget_w = w.clone()
-        forget_w[:, retain_index] = float("-inf")
-        top = forget_w.topk(k, dim=-1).indices
+        forget_x = x.clone()
+        forget_x[:, retain_index] = float("-inf")
+        top = forget_x.topk(k, dim=-1).indices
         keep.scatter_(1, top, True)
-    kept = torch.where(keep, w, torch.zeros_like(w))
-    high_gates = kept / kept.sum(-1, keepdim=True)
+    # renormalising the kept softmax weights == a softmax over the kept logits (no 0 / 0 possible)
+    high_gates = torch.softmax(x.masked_fill(~keep, float("-inf")), dim=-1)
     return torch.where(high[:, None], high_gates, low_gates)

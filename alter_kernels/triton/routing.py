@@ -24,7 +24,8 @@ def _route_kernel(ent_ptr, u_ptr, out_ptr, N, E, stride_u, theta_hi, theta_mid, 
         infer, low:  one-hot at argmax u (lowest index on ties)                    (section 4)
         infer, high: w = softmax(u / tau_high); keep the retain expert and the ``top_k`` forget
                      experts with the largest w (lower index first on ties); zero the rest and
-                     renormalise the kept weights to sum 1.
+                     renormalise the kept weights to sum 1 (computed as a softmax over the kept
+                     logits, so it never divides 0 by 0).
 
     Shapes / dtypes:
         ent_ptr: [N] fp32 | bf16 | fp16 | fp64.  u_ptr: [N, E] float, unit stride along E, row
@@ -59,19 +60,20 @@ def _route_kernel(ent_ptr, u_ptr, out_ptr, N, E, stride_u, theta_hi, theta_mid, 
         gates = ex / tl.sum(ex, axis=1)[:, None]
     else:
         x = tl.div_rn(u, tl.full((BLOCK_N, E_PAD), tau_high, tl.float32))
-        ex = tl.exp(x - tl.max(x, axis=1)[:, None])
-        w = ex / tl.sum(ex, axis=1)[:, None]
         keep = tl.broadcast_to((cols == retain_index)[None, :], (BLOCK_N, E_PAD))
         cand = tl.broadcast_to((cmask & (cols != retain_index))[None, :], (BLOCK_N, E_PAD))
         for _ in range(top_k):
-            wc = tl.where(cand, w, -1.0)
-            best = tl.max(wc, axis=1)
-            pick = tl.min(tl.where(cand & (wc == best[:, None]), cols[None, :], E_PAD), axis=1)
+            xc = tl.where(cand, x, float("-inf"))
+            best = tl.max(xc, axis=1)
+            pick = tl.min(tl.where(cand & (xc == best[:, None]), cols[None, :], E_PAD), axis=1)
             chosen = cols[None, :] == pick[:, None]
             keep = keep | chosen
             cand = cand & (~chosen)
-        kept = tl.where(keep, w, 0.0)
-        high_gates = kept / tl.sum(kept, axis=1)[:, None]
+        # softmax over the kept experts only: equal to renormalising the kept weights, but the
+        # retain expert (always kept) can never underflow to a 0 / 0
+        xk = tl.where(keep, x, float("-inf"))
+        ek = tl.exp(xk - tl.max(xk, axis=1)[:, None])
+        high_gates = ek / tl.sum(ek, axis=1)[:, None]
         u_max = tl.max(u, axis=1)
         arg = tl.min(tl.where(u == u_max[:, None], cols[None, :], E_PAD), axis=1)
         low_gates = tl.where(cols[None, :] == arg[:, None], 1.0, 0.0)
