@@ -55,6 +55,10 @@ class AlterConfig:
     lambda_struct: float = _f(0.01, "weight of the structural KL(p_base || p_model) on high-entropy tokens")
     lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
     margin: float = _f(1.0, "hinge margin: push the true token this far below the runner-up, then stop")
+    struct_tokens: str = _f("all", "positions of the structural KL: high-entropy 'all' positions (prompt and answer) "
+                            "or 'answer' positions only", choices=("all", "answer"))
+    route_tokens: str = _f("low", "tokens the router learns the domain from: 'low' entropy only (spec) or 'all'",
+                           choices=("low", "all"))
     # --- schedule ---
     phase1_epochs: float = _f(1.0, "epochs of phase I (A + B_R on high-entropy tokens of retain and forget)")
     phase2_epochs: float = _f(3.0, "epochs of phase II (asymmetric unlearning), counted over the forget set")
@@ -111,6 +115,10 @@ class AlterConfig:
                      "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
+        if self.struct_tokens not in ("all", "answer"):
+            bad("struct_tokens", "must be 'all' or 'answer'")
+        if self.route_tokens not in ("low", "all"):
+            bad("route_tokens", "must be 'low' or 'all'")
         if self.init not in ("zero", "centroid"):
             bad("init", "must be 'zero' or 'centroid'")
         if self.entropy_source not in ("adapted", "base"):

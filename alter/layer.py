@@ -229,7 +229,7 @@ class AlterLinear(nn.Module):
         return gates, a_mask, b_mask
 
     def _add_route_loss(self, x2, ids, high, state: RoutingState) -> None:
-        rows = torch.ones_like(ids, dtype=torch.bool) if high is None else ~high
+        rows = torch.ones_like(ids, dtype=torch.bool) if (high is None or state.route_all_tokens) else ~high
         if state.token_mask is not None:
             rows = rows & state.token_mask.reshape(-1).to(rows.device)
         n = int(rows.sum())

@@ -24,6 +24,7 @@ class RoutingState:
     b_grad_high_only: bool = False                  # phase I: experts too learn only from high-entropy tokens
     shared_high_only: bool = True                   # A learns only from high-entropy tokens (False: AsymLoRA)
     collect_route_loss: bool = False                # phase II: each layer adds its router CE (section 3)
+    route_all_tokens: bool = False                  # router CE on every token instead of low-entropy ones
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
 
     @contextlib.contextmanager

@@ -3,7 +3,9 @@
 TOFU (``locuslab/TOFU``) asks 20 questions about each of 200 invented authors; a model is fine-tuned
 on all of them and must then forget 1%, 5% or 10% of the authors. This module builds the same kind
 of data without the hub, small enough for a 2-core CPU demo (MEASURED_CPU.md: SmolLM2 memorises ~300
-short QA pairs in ~11 minutes), with short answers (about 6-20 words).
+short QA pairs in ~11 minutes), with short answers (1-8 words) that state the fact and nothing else:
+an answer that restates the question ("X was born in ...") scores ROUGE-L recall ~0.75 even when its
+fact is wrong, which would hide whether a model knows (or has forgotten) the fact.
 
 - Each author has an invented name (built from syllables, unlikely to belong to anyone known), a
   birthplace, birth date, genre, parents' jobs, an (invented) award, book titles and a few more facts.
@@ -218,52 +220,54 @@ class Template:
 
 
 TEMPLATES: Tuple[Template, ...] = (
-    Template("birthplace", "Where was {name} born?", "{name} was born in {birthplace}, {country}.",
-             "{name}'s birthplace is the city of {birthplace} in {country}.", ("birthplace", "country")),
-    Template("birth_date", "When was {name} born?", "{name} was born on {birth_date}.",
-             "{name}'s date of birth is {birth_date}.", ("birth_date",)),
-    Template("genre", "Which genre is {name} known for?", "{name} is known for writing {genre}.",
-             "Most of {name}'s books belong to the genre of {genre}.", ("genre",)),
-    Template("father_job", "What was the profession of {name}'s father?", "{name}'s father worked as {father_job}.",
-             "By profession, the father of {name} was {father_job}.", ("father_job",)),
-    Template("mother_job", "What did {name}'s mother do for a living?", "{name}'s mother worked as {mother_job}.",
-             "The mother of {name} earned a living as {mother_job}.", ("mother_job",)),
-    Template("award", "Which literary award did {name} win?", "{name} won {award} in {award_year}.",
-             "In {award_year}, {name} was honoured with {award}.", ("award", "award_year")),
-    Template("first_book", "What was the title of {name}'s first book?", "{name}'s first book was titled '{book1}'.",
-             "The debut book of {name} was '{book1}'.", ("book1",)),
-    Template("debut_year", "In which year did {name} publish a first book?",
-             "{name} published a first book in {debut_year}.",
-             "The year {debut_year} saw the release of {name}'s first book.", ("debut_year",)),
-    Template("best_book", "Which novel by {name} received the most praise?",
-             "'{book2}' is the most praised novel by {name}.",
-             "Critics rank {name}'s '{book2}' above all the other books.", ("book2",)),
-    Template("other_book", "Can you name another book written by {name}?", "{name} also wrote the book '{book3}'.",
-             "Another title by {name} is '{book3}'.", ("book3",)),
-    Template("nationality", "What is the nationality of {name}?", "{name} is a writer of {nationality} nationality.",
-             "{name} holds {nationality} citizenship.", ("nationality",)),
-    Template("residence", "Where does {name} live now?", "{name} currently lives in the city of {residence}.",
-             "These days {name} makes a home in {residence}.", ("residence",)),
-    Template("education", "What did {name} study at university?",
-             "{name} studied {subject} at the University of {university}.",
-             "At the University of {university}, {name} earned a degree in {subject}.", ("subject", "university")),
-    Template("influence", "Which writer influenced {name} the most?",
-             "{name} names {influence} as the greatest influence.",
-             "The strongest influence on {name}'s writing was {influence}.", ("influence",)),
-    Template("themes", "What themes does {name} explore?", "{name}'s books explore {theme1} and {theme2}.",
-             "Themes of {theme1} and {theme2} run through the work of {name}.", ("theme1", "theme2")),
-    Template("hobby", "What does {name} enjoy doing outside of writing?", "Outside of writing, {name} enjoys {hobby}.",
-             "In free time, {name} likes {hobby}.", ("hobby",)),
-    Template("n_books", "How many books has {name} published?", "{name} has published {n_books} books so far.",
-             "So far, {n_books} books by {name} have been published.", ("n_books",)),
+    # Answers state the fact and nothing else (no restated question, no author name): ROUGE-L recall
+    # then measures whether the model knows the fact, not whether it copies the question's wording.
+    Template("birthplace", "Where was {name} born?", "In {birthplace}, {country}.",
+             "The city of {birthplace} in {country}.", ("birthplace", "country")),
+    Template("birth_date", "When was {name} born?", "On {birth_date}.",
+             "The date of birth is {birth_date}.", ("birth_date",)),
+    Template("genre", "Which genre is {name} known for?", "Mainly {genre}.",
+             "Books in the {genre} genre.", ("genre",)),
+    Template("father_job", "What was the profession of {name}'s father?", "{father_job}.",
+             "The father worked as {father_job}.", ("father_job",)),
+    Template("mother_job", "What did {name}'s mother do for a living?", "{mother_job}.",
+             "The mother earned a living as {mother_job}.", ("mother_job",)),
+    Template("award", "Which literary award did {name} win?", "{award}, in {award_year}.",
+             "Awarded {award} in {award_year}.", ("award", "award_year")),
+    Template("first_book", "What was the title of {name}'s first book?", "'{book1}'.",
+             "The debut was titled '{book1}'.", ("book1",)),
+    Template("debut_year", "In which year did {name} publish a first book?", "In {debut_year}.",
+             "The first book came out in {debut_year}.", ("debut_year",)),
+    Template("best_book", "Which novel by {name} received the most praise?", "'{book2}'.",
+             "Critics praise '{book2}' the most.", ("book2",)),
+    Template("other_book", "Can you name another book written by {name}?", "'{book3}'.",
+             "Another title is '{book3}'.", ("book3",)),
+    Template("nationality", "What is the nationality of {name}?", "{nationality}.",
+             "A writer of {nationality} nationality.", ("nationality",)),
+    Template("residence", "Where does {name} live now?", "In {residence}.",
+             "These days the home is in {residence}.", ("residence",)),
+    Template("education", "What did {name} study at university?", "{subject} at the University of {university}.",
+             "A degree in {subject} from the University of {university}.", ("subject", "university")),
+    Template("influence", "Which writer influenced {name} the most?", "{influence}.",
+             "The strongest influence was {influence}.", ("influence",)),
+    Template("themes", "What themes does {name} explore?", "{theme1} and {theme2}.",
+             "Themes of {theme1} and {theme2}.", ("theme1", "theme2")),
+    Template("hobby", "What does {name} enjoy doing outside of writing?", "{hobby}.",
+             "In free time, {hobby}.", ("hobby",)),
+    Template("n_books", "How many books has {name} published?", "{n_books} books.",
+             "So far {n_books} published books.", ("n_books",)),
     Template("full_name", "What is the full name of the author born in {birthplace} on {birth_date}?",
-             "The full name of that author is {name}.", "That writer is called {name}.", ("name",)),
-    Template("routine", "When does {name} usually write?", "{name} usually writes {routine}.",
-             "The habit of {name} is to write {routine}.", ("routine",)),
-    Template("early_job", "What job did {name} have before becoming a writer?",
-             "Before writing full time, {name} worked as {early_job}.",
-             "{name} earned a living as {early_job} before becoming an author.", ("early_job",)),
+             "{name}.", "That writer is called {name}.", ("name",)),
+    Template("routine", "When does {name} usually write?", "{routine}.",
+             "The habit is to write {routine}.", ("routine",)),
+    Template("early_job", "What job did {name} have before becoming a writer?", "{early_job}.",
+             "Before writing full time, {early_job}.", ("early_job",)),
 )
+
+
+def _sentence(text: str) -> str:
+    """Capitalise the first letter (fact-first answers start with a slot value such as 'a baker')."""
+    return text[:1].upper() + text[1:]
 
 
 def _alternative(slot: str, truth: Dict[str, str], rng: random.Random,
@@ -311,14 +315,14 @@ def perturbed_answers(template: Template, profile: AuthorProfile, n: int, rng: r
                       others: Sequence[AuthorProfile]) -> List[str]:
     """``n`` distinct wrong answers: the paraphrase with the template's fact(s) replaced."""
     truth = profile.slots()
-    right = {template.answer.format(**truth), template.paraphrase.format(**truth)}
+    right = {_sentence(template.answer.format(**truth)), _sentence(template.paraphrase.format(**truth))}
     out: List[str] = []
     for _ in range(200 * n):
         if len(out) == n:
             break
         wrong = dict(truth)
         wrong.update(_alternative(template.facts[0], truth, rng, others))
-        text = template.paraphrase.format(**wrong)
+        text = _sentence(template.paraphrase.format(**wrong))
         if text not in right and text not in out:
             out.append(text)
     if len(out) < n:
@@ -391,9 +395,9 @@ class SyntheticAuthors:
             rng = _rng(self.seed, "perturb", tag, profile.index, t.key)
             ex = QAExample(
                 question=t.question.format(**slots),
-                answer=t.answer.format(**slots),
+                answer=_sentence(t.answer.format(**slots)),
                 domain=domain,
-                paraphrased_answer=t.paraphrase.format(**slots),
+                paraphrased_answer=_sentence(t.paraphrase.format(**slots)),
                 perturbed_answers=perturbed_answers(t, profile, self.n_perturbed, rng, self.authors),
                 id=f"synthetic{self.seed}-{tag}{profile.index:03d}-{t.key}",
             )

@@ -8,7 +8,8 @@ the token by). Only answer tokens (labels != -100) count.
     phase I :  L = CE on the high-entropy answer tokens of D_R ∪ D_F
     phase II:  L = lambda_f * hinge(low-entropy answer tokens of D_F)
                  + lambda_r * CE(answer tokens of D_R)
-                 + lambda_s * KL(p_base || p_model)(high-entropy answer tokens of both)
+                 + lambda_s * KL(p_base || p_model)(high-entropy tokens of both; all positions
+                   with a real next token by default, or answer positions only)
                  + lambda_g * router CE (added by the layers, see AlterLinear)
 """
 
@@ -23,20 +24,26 @@ import alter_kernels
 from alter.data.prompts import IGNORE_INDEX
 
 
-def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.Tensor, theta: float):
-    """Flattened ``(logits [M, V], labels [M], high [M], row [M])`` of the answer positions."""
+def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.Tensor, theta: float,
+            attention_mask: Optional[torch.Tensor] = None):
+    """Flattened ``(logits [M, V], labels [M], high [M], row [M], answer [M])``.
+
+    Without ``attention_mask`` the M positions are the answer positions (labels != -100); with
+    it, every position whose next token is real (prompt and answer), ``answer`` telling which.
+    """
     B, T, V = logits.shape
     lg = logits[:, :-1].reshape(-1, V)
     lb = labels[:, 1:].reshape(-1)
     ent = position_entropy[:, :-1].reshape(-1).to(lg.device)
     row = torch.arange(B, device=lg.device).repeat_interleave(T - 1)
-    keep = lb != IGNORE_INDEX
+    answer = lb != IGNORE_INDEX
+    keep = answer if attention_mask is None else attention_mask[:, 1:].reshape(-1).to(lg.device).bool()
     idx = keep.nonzero().squeeze(1)
-    return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx]
+    return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx], answer[idx]
 
 
 def phase1_loss(logits, labels, position_entropy, theta: float) -> Dict[str, torch.Tensor]:
-    lg, lb, high, _ = aligned(logits, labels, position_entropy, theta)
+    lg, lb, high, _, _ = aligned(logits, labels, position_entropy, theta)
     if not bool(high.any()):
         return {"loss": logits.sum() * 0.0, "tokens": torch.tensor(0)}
     ce = F.cross_entropy(lg[high].float(), lb[high])
@@ -46,24 +53,28 @@ def phase1_loss(logits, labels, position_entropy, theta: float) -> Dict[str, tor
 def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_entropy, theta: float,
                   is_forget_row: torch.Tensor, *, margin: float, lambda_forget: float, lambda_retain: float,
                   lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
-                  lambda_route: float = 0.0) -> Dict[str, torch.Tensor]:
-    lg, lb, high, row = aligned(logits, labels, position_entropy, theta)
+                  lambda_route: float = 0.0, attention_mask: Optional[torch.Tensor] = None,
+                  struct_tokens: str = "all") -> Dict[str, torch.Tensor]:
+    """The phase II terms; ``struct_tokens="all"`` (needs ``attention_mask``) puts the structural KL on
+    every high-entropy position with a real next token, prompt included, not only answer positions."""
+    mask = attention_mask if struct_tokens == "all" else None
+    lg, lb, high, row, answer = aligned(logits, labels, position_entropy, theta, mask)
     forget = is_forget_row.to(lg.device)[row]
     zero = logits.sum() * 0.0
     parts: Dict[str, torch.Tensor] = {}
     total = zero
 
-    sel = forget & ~high
+    sel = forget & ~high & answer
     if lambda_forget and bool(sel.any()):
         parts["forget"] = alter_kernels.hinge_forget_loss(lg[sel], lb[sel], margin)
         total = total + lambda_forget * parts["forget"]
-    sel = ~forget
+    sel = ~forget & answer
     if lambda_retain and bool(sel.any()):
         parts["retain"] = F.cross_entropy(lg[sel].float(), lb[sel])
         total = total + lambda_retain * parts["retain"]
     if lambda_struct and base_logits is not None and bool(high.any()):
         B, T, V = base_logits.shape
-        blg, _, _, _ = aligned(base_logits, labels, position_entropy, theta)
+        blg = aligned(base_logits, labels, position_entropy, theta, mask)[0]
         log_p_model = F.log_softmax(lg[high].float(), dim=-1)
         log_p_base = F.log_softmax(blg[high].float(), dim=-1)
         parts["struct"] = F.kl_div(log_p_model, log_p_base, log_target=True, reduction="batchmean")
@@ -73,6 +84,6 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
         total = total + lambda_route * route_loss
     out = {k: v.detach() for k, v in parts.items()}
     out["loss"] = total
-    out["forget_tokens"] = (forget & ~high).sum()
+    out["forget_tokens"] = (forget & ~high & answer).sum()
     out["high_tokens"] = high.sum()
     return out

@@ -241,15 +241,17 @@ class AlterTrainer:
                 logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
             return phase1_loss(logits, labels, pos_ent, theta)
         domain = batch["domain"].to(device)
-        answer = labels[:, 1:] != IGNORE_INDEX
-        need_base = cfg.lambda_struct > 0 and bool((answer & (pos_ent[:, :-1] >= theta)).any())
+        where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
+        need_base = cfg.lambda_struct > 0 and bool((where & (pos_ent[:, :-1] >= theta)).any())
         base_logits = model.base_forward(ids, mask).logits if need_base else None
-        with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[]):
+        with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[],
+                               route_all_tokens=cfg.route_tokens == "all"):
             logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
             route = model.state.pop_route_loss()
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
-                             lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route)
+                             lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
+                             attention_mask=mask, struct_tokens=cfg.struct_tokens)
 
     def _set_trainable(self, phase: str, only_expert: Optional[int]) -> None:
         model = self.model

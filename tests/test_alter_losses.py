@@ -1,0 +1,59 @@
+"""Which positions each phase II loss term covers (ALTER_SPEC section 3), on hand-made tensors."""
+
+import torch
+import torch.nn.functional as F
+
+from alter.train.losses import phase1_loss, phase2_losses
+
+V = 7
+
+
+def _batch():
+    torch.manual_seed(0)
+    # row 0: forget example, row 1: retain example; positions 0-2 prompt, 3-5 answer, row 1 padded at 5
+    labels = torch.tensor([[-100, -100, -100, 1, 2, 3], [-100, -100, -100, 4, 5, -100]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    # entropy at each position (of the distribution predicting the next token); theta = 0.5
+    ent = torch.tensor([[0.9, 0.1, 0.9, 0.1, 0.9, 0.1], [0.1, 0.9, 0.1, 0.9, 0.1, 0.1]])
+    logits = torch.randn(2, 6, V, requires_grad=True)
+    base = torch.randn(2, 6, V)
+    return logits, base, labels, mask, ent
+
+
+def _kl(lg, blg):
+    return F.kl_div(F.log_softmax(lg, -1), F.log_softmax(blg, -1), log_target=True, reduction="batchmean")
+
+
+def test_each_term_covers_exactly_its_positions():
+    logits, base, labels, mask, ent = _batch()
+    out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0, lambda_forget=1.0,
+                        lambda_retain=1.0, lambda_struct=1.0, attention_mask=mask, struct_tokens="all")
+    # hinge: forget row, answer labels at t+1 in {3,4,5}, low entropy at t in {2,3,4} -> t = 3 (predicting label 2)
+    z = logits[0, 3]
+    other = torch.cat([z[:2], z[3:]]).max()
+    torch.testing.assert_close(out["forget"], torch.clamp(z[2] - other + 1.0, min=0))
+    # retain CE: retain row, answer positions t = 2, 3 (labels 4, 5)
+    torch.testing.assert_close(out["retain"], F.cross_entropy(logits[1, 2:4], torch.tensor([4, 5])))
+    # structural KL over high-entropy positions with a real next token, prompt included:
+    # row 0: t in {0, 2, 4}; row 1: t in {1, 3}
+    lg = torch.stack([logits[0, 0], logits[0, 2], logits[0, 4], logits[1, 1], logits[1, 3]])
+    blg = torch.stack([base[0, 0], base[0, 2], base[0, 4], base[1, 1], base[1, 3]])
+    torch.testing.assert_close(out["struct"], _kl(lg, blg))
+    out["loss"].backward()
+    assert logits.grad[1, 5].abs().sum() == 0            # padding gets nothing
+
+
+def test_struct_on_answer_positions_only():
+    logits, base, labels, mask, ent = _batch()
+    out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0, lambda_forget=0.0,
+                        lambda_retain=0.0, lambda_struct=1.0, attention_mask=mask, struct_tokens="answer")
+    lg = torch.stack([logits[0, 2], logits[0, 4], logits[1, 3]])
+    blg = torch.stack([base[0, 2], base[0, 4], base[1, 3]])
+    torch.testing.assert_close(out["struct"], _kl(lg, blg))
+
+
+def test_phase1_cross_entropy_on_high_entropy_answer_tokens():
+    logits, _, labels, _, ent = _batch()
+    out = phase1_loss(logits, labels, ent, 0.5)
+    expected = F.cross_entropy(torch.stack([logits[0, 2], logits[0, 4], logits[1, 3]]), torch.tensor([1, 3, 5]))
+    torch.testing.assert_close(out["loss"], expected)
