@@ -29,14 +29,15 @@ from alter import io as alter_io
 @dataclass
 class DemoPreset:
     n_authors: int = 20
-    questions_per_author: int = 10
+    questions_per_author: int = 5
     forget_percent: float = 10.0
-    finetune_epochs: float = 4.0
-    finetune_lr: float = 3e-4
+    finetune_epochs: float = 8.0             # measured: ROUGE-L 1.00 / 0.97 on forget / retain answers
+    finetune_lr: float = 5e-4
     finetune_batch_size: int = 8
+    finetune_trainable: str = "upper"        # upper half of the blocks: 2.5 s instead of 4.3 s a step here
     eval_retain_per_author: int = 2
     eval_holdout: int = 10
-    max_new_tokens: int = 40
+    max_new_tokens: int = 24
     eval_batch_size: int = 16
     system_prompt: Optional[str] = "Answer the question."
     seed: int = 0
@@ -64,7 +65,7 @@ def _finetuned_model(model_name: str, examples, preset: DemoPreset, progress: bo
     model, tokenizer, report = cached_finetune(
         model_name, examples, tag="demo", use_cache=use_cache, progress=progress, desc="teach the authors",
         epochs=preset.finetune_epochs, lr=preset.finetune_lr, batch_size=preset.finetune_batch_size,
-        system_prompt=preset.system_prompt, seed=preset.seed)
+        trainable=preset.finetune_trainable, system_prompt=preset.system_prompt, seed=preset.seed)
     if report["cached"]:
         print(f"[demo] using the cached fine-tuned model {report['path']}")
     return model, tokenizer, report

