@@ -41,9 +41,7 @@ class DemoPreset:
     eval_batch_size: int = 16
     system_prompt: Optional[str] = "Answer the question."
     seed: int = 0
-    alter: Dict[str, object] = field(default_factory=lambda: {
-        "phase1_epochs": 0.5, "phase2_epochs": 4.0, "batch_size": 4, "lr_phase2": 2e-3,
-    })
+    alter: Dict[str, object] = field(default_factory=dict)      # AlterConfig defaults
 
 
 QUICK = DemoPreset(n_authors=5, questions_per_author=3, finetune_epochs=1.0, eval_retain_per_author=1,

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def entropy_histogram(groups: Dict[str, Sequence[float]], theta: float, path, *, q: float, bins: int = 60,
-                      title: str = "Token entropy of the answer tokens (base model)") -> Path:
+                      title: str = "Token entropy of the answer tokens (model before unlearning)") -> Path:
     """One histogram per group (e.g. forget / retain answers), a vertical line at theta; saved as PNG."""
     import matplotlib
 
@@ -28,7 +28,8 @@ def entropy_histogram(groups: Dict[str, Sequence[float]], theta: float, path, *,
             ax.hist(values, bins=edges, alpha=0.55, label=f"{name} (n={values.size}, {frac_high:.0%} high)")
     ax.axvline(theta, color="black", linestyle="--", linewidth=1.5, label=f"theta = {theta:.3f}")
     ax.set_xlabel(f"Tsallis entropy S_q (q = {q:g}) of the distribution predicting the token")
-    ax.set_ylabel("tokens")
+    ax.set_ylabel("tokens (log scale)")
+    ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -29,7 +29,7 @@ class CompareSettings:
     finetune_trainable: str = "upper"
     system_prompt: Optional[str] = "Answer the question."
     seed: int = 0
-    unlearn_epochs: float = 4.0
+    unlearn_epochs: float = 3.0          # the paper's setting (batch 4, 3 epochs)
     batch_size: int = 4
     eval_retain_per_author: int = 2
     eval_general: int = 20               # real-authors and world-facts items each
@@ -39,8 +39,7 @@ class CompareSettings:
     method_lr: Dict[str, float] = field(default_factory=lambda: {
         "ga": 2e-5, "graddiff": 2e-5, "kl": 2e-5, "npo": 2e-5, "npo_gd": 2e-5, "npo_kl": 2e-5, "rl": 2e-5,
         "rmu": 5e-5, "lora": 1e-4})
-    alter: Dict[str, object] = field(default_factory=lambda: {
-        "phase1_epochs": 0.5, "lr_phase2": 2e-3})
+    alter: Dict[str, object] = field(default_factory=dict)     # AlterConfig defaults
     use_cache: bool = True
 
     def to_dict(self) -> dict:

@@ -221,8 +221,8 @@ class AlterTrainer:
         plans = {}
         if cfg.phase1_epochs > 0 and forget_domains is None and cfg.token_entropy:
             plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
-        rpf = cfg.retain_per_forget if cfg.retain_per_forget > 0 else 1.0
-        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs, rpf, cfg.seed)
+        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs,
+                                      cfg.retain_per_forget, cfg.seed)
         return plans
 
     def _step(self, phase: str, batch: dict, train_model) -> Dict[str, torch.Tensor]:
