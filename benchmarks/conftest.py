@@ -7,8 +7,8 @@ which the terminal summary prints as one table at the end of the run.
 
 Fixtures:
     compare(benchmark, fn, reference_fn, label=..., rounds=5): times ``fn`` with
-        pytest-benchmark and ``reference_fn`` with the same number of rounds (both after one
-        warm-up round), records the ratio of the medians and returns it.
+        pytest-benchmark, then ``fn`` and ``reference_fn`` in alternating rounds (after one
+        warm-up round each), records the ratio of those medians and returns it.
     record_ratio(label, measured, reference, unit): records any other ratio (e.g. peak memory).
 Helpers:
     synchronized(fn, device): ``fn`` followed by a CUDA synchronize when device is CUDA.
@@ -62,17 +62,6 @@ def synchronized(fn: Callable[[], object], device) -> Callable[[], object]:
     return run
 
 
-def median_seconds(fn: Callable[[], object], rounds: int, warmup_rounds: int = 1) -> float:
-    for _ in range(warmup_rounds):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
     """Peak of the running sum of CPU allocations (+) and frees (-) torch reports while fn runs."""
     from torch.profiler import ProfilerActivity, profile
@@ -102,17 +91,33 @@ def peak_memory(fn: Callable[[], object], device) -> int:
     return _cpu_peak_bytes(fn)
 
 
+def interleaved_medians(fn: Callable[[], object], reference_fn: Callable[[], object], rounds: int,
+                        warmup_rounds: int = 1):
+    """Median seconds of ``fn`` and ``reference_fn`` timed in alternating rounds.
+
+    Alternating cancels slow drifts of a shared machine (frequency, a neighbour's load) that
+    would otherwise fall on whichever function happened to be timed second.
+    """
+    for _ in range(warmup_rounds):
+        fn()
+        reference_fn()
+    a, b = [], []
+    for i in range(rounds):
+        pair = ((fn, a), (reference_fn, b)) if i % 2 == 0 else ((reference_fn, b), (fn, a))
+        for f, sink in pair:
+            start = time.perf_counter()
+            f()
+            sink.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
+
+
 @pytest.fixture
 def compare(request):
+    """Record ``reference / fn`` from interleaved timings; pytest-benchmark also times ``fn`` alone."""
     def run(benchmark, fn, reference_fn, *, label: str, rounds: int = 5, warmup_rounds: int = 1) -> float:
         benchmark.extra_info["label"] = label
         benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds)
-        stats = getattr(benchmark, "stats", None)
-        if stats is not None:          # None under --benchmark-disable: time fn here instead
-            measured = stats.stats.median
-        else:
-            measured = median_seconds(fn, rounds, warmup_rounds)
-        reference = median_seconds(reference_fn, rounds, warmup_rounds)
+        measured, reference = interleaved_medians(fn, reference_fn, rounds, warmup_rounds)
         row = Ratio(request.node.name, label, measured * 1e3, reference * 1e3, "ms")
         RESULTS.append(row)
         benchmark.extra_info.update(ratio=row.ratio, median_ms=row.measured, reference_median_ms=row.reference)
