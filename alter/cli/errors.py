@@ -19,3 +19,14 @@ def describe(exc: BaseException) -> Optional[str]:
         text = str(exc).strip().strip("'\"")
         return text.splitlines()[0] if text else type(exc).__name__
     return None
+
+
+def report(prog: str, exc: BaseException, debug: bool) -> int:
+    """Print a user error as one line and return exit code 2; re-raise bugs (and everything under --debug)."""
+    import sys
+
+    message = None if debug else describe(exc)
+    if message is None:
+        raise exc
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2

@@ -181,14 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        if args.debug:
-            raise
-        from alter.cli.errors import describe
-        message = describe(exc)
-        if message is None:
-            raise
-        print(f"alter-eval: error: {message}", file=sys.stderr)
-        return 2
+        from alter.cli.errors import report
+        return report("alter-eval", exc, args.debug)
     from alter import io as alter_io
 
     out_dir = Path(args.output or f"alter_runs/eval-{args.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}")

@@ -127,14 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("alter-train: interrupted (resume with --resume)", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for user errors; --debug for the rest
-        if args.debug:
-            raise
-        from alter.cli.errors import describe
-        message = describe(exc)
-        if message is None:
-            raise
-        print(f"alter-train: error: {message}", file=sys.stderr)
-        return 2
+        from alter.cli.errors import report
+        return report("alter-train", exc, args.debug)
 
 
 if __name__ == "__main__":

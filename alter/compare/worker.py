@@ -33,6 +33,7 @@ class CompareData:
     real_authors: list
     world_facts: list
     holdout: list
+    replay: list          # general-knowledge QA mixed into fine-tuning, disjoint from the utility sets
 
 
 def build_data(s: CompareSettings) -> CompareData:
@@ -43,8 +44,13 @@ def build_data(s: CompareSettings) -> CompareData:
     split = bench.split(s.forget_percent, per_author_domains=True)
     per = s.questions_per_author
     retain_eval = [e for i, e in enumerate(split.retain) if i % per < s.eval_retain_per_author]
-    return CompareData(split.forget, split.retain, split.forget, retain_eval, real_authors()[:s.eval_general],
-                       world_facts()[:s.eval_general], split.holdout)
+    # Even items measure model utility; odd items are replayed while teaching the authors, so that
+    # memorising 10 templated answers per author does not erase how the model answers anything
+    # else (without replay every general question came back in the authors' format).
+    real, world = real_authors(), world_facts()
+    replay = (real[1::2] + world[1::2]) if s.replay_general else []
+    return CompareData(split.forget, split.retain, split.forget, retain_eval, real[0::2][:s.eval_general],
+                       world[0::2][:s.eval_general], split.holdout, replay)
 
 
 def _finetune_settings(s: CompareSettings) -> dict:
@@ -56,8 +62,8 @@ def starting_model(s: CompareSettings, data: CompareData, progress: bool):
     """The model every unlearning method starts from: the base fine-tuned on forget + retain (cached)."""
     from alter.train.finetune import cached_finetune
 
-    return cached_finetune(s.model, data.forget + data.retain, tag="demo", use_cache=s.use_cache, progress=progress,
-                           desc="teach the authors", **_finetune_settings(s))
+    return cached_finetune(s.model, data.forget + data.retain + data.replay, tag="compare", use_cache=s.use_cache,
+                           progress=progress, desc="teach the authors", **_finetune_settings(s))
 
 
 def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool):
@@ -66,7 +72,7 @@ def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool)
     from alter.train.finetune import cached_finetune
 
     if method == "retain":
-        model, tok, rep = cached_finetune(s.model, data.retain, tag="retain", use_cache=s.use_cache,
+        model, tok, rep = cached_finetune(s.model, data.retain + data.replay, tag="retain", use_cache=s.use_cache,
                                           progress=progress, desc="retain model", **_finetune_settings(s))
         return model, tok, {"train_seconds": rep.get("seconds"), "peak_memory_bytes": rep.get("peak_memory_bytes"),
                             "trainable_parameters": rep.get("trainable_parameters"), "from_cache": rep["cached"]}
