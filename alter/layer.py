@@ -225,7 +225,11 @@ class AlterLinear(nn.Module):
         b_mask = high if (self.state is not None and self.state.b_grad_high_only) else None
         state = self.state
         if state is not None and state.collect_route_loss and ids is not None and E > 1:
-            self._add_route_loss(x2, ids, high, state)
+            targets = ids
+            if state.route_targets is not None:
+                targets = self._token_values(torch.as_tensor(state.route_targets, device=x2.device).long(), lead,
+                                             "route_targets")
+            self._add_route_loss(x2, targets, high, state)
         return gates, a_mask, b_mask
 
     def _add_route_loss(self, x2, ids, high, state: RoutingState) -> None:
@@ -236,7 +240,13 @@ class AlterLinear(nn.Module):
         if n == 0:
             return
         u = F.linear(x2[rows].detach().to(self.lora_A.dtype), self.router_weight())
-        loss = F.cross_entropy(u.float(), ids[rows], reduction="sum")
+        weights = state.route_class_weights
+        if weights is None:
+            loss = F.cross_entropy(u.float(), ids[rows], reduction="sum")
+        else:  # a weighted mean: sum_i w_(y_i) CE_i / sum_i w_(y_i)
+            weights = weights.to(device=u.device, dtype=torch.float32)
+            loss = F.cross_entropy(u.float(), ids[rows], weight=weights, reduction="sum")
+            n = weights[ids[rows]].sum().detach()
         state.route_losses.append((loss, n))
 
     # ------------------------------------------------------------------ statistics

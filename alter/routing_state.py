@@ -25,6 +25,8 @@ class RoutingState:
     shared_high_only: bool = True                   # A learns only from high-entropy tokens (False: AsymLoRA)
     collect_route_loss: bool = False                # phase II: each layer adds its router CE (section 3)
     route_all_tokens: bool = False                  # router CE on every token instead of low-entropy ones
+    route_targets: Optional[torch.Tensor] = None    # [B] router CE labels when the gates are forced elsewhere
+    route_class_weights: Optional[torch.Tensor] = None  # [E] per-domain weights of the router CE (balancing)
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
 
     @contextlib.contextmanager
@@ -44,6 +46,6 @@ class RoutingState:
         if not self.route_losses:
             return None
         total = sum(loss for loss, _ in self.route_losses)
-        count = sum(n for _, n in self.route_losses)
+        count = sum(float(n) for _, n in self.route_losses)
         self.route_losses = []
         return total / max(count, 1)

@@ -3,7 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from alter.train.losses import phase1_loss, phase2_losses
+import alter_kernels
+from alter.train.losses import hinge_violations, phase1_loss, phase2_losses
 
 V = 7
 
@@ -57,3 +58,14 @@ def test_phase1_cross_entropy_on_high_entropy_answer_tokens():
     out = phase1_loss(logits, labels, ent, 0.5)
     expected = F.cross_entropy(torch.stack([logits[0, 2], logits[0, 4], logits[1, 3]]), torch.tensor([1, 3, 5]))
     torch.testing.assert_close(out["loss"], expected)
+
+
+def test_hinge_violations_counts_rows_with_a_positive_hinge():
+    logits = torch.tensor([[3.0, 1.0, 0.0],     # y=0 above the runner-up by 2: 2 + 1 > 0, violates
+                           [0.0, 2.0, 0.5],     # y=0 below by 2: -2 + 1 < 0, pushed down
+                           [1.0, 1.5, 0.0],     # y=0 below by 0.5 only: -0.5 + 1 > 0, violates
+                           [0.0, 1.0, 0.0]])    # y=2 below by exactly 1: hinge 0, pushed down
+    labels = torch.tensor([0, 0, 0, 2])
+    assert int(hinge_violations(logits, labels, 1.0)) == 2
+    per_row = torch.stack([alter_kernels.hinge_forget_loss(logits[i:i + 1], labels[i:i + 1], 1.0) for i in range(4)])
+    assert int(hinge_violations(logits, labels, 1.0)) == int((per_row > 0).sum())

@@ -1,11 +1,14 @@
 """The two-phase trainer on a tiny Llama: pipeline, gradient isolation, continual unlearning, resume."""
 
+import json
+
 import pytest
 import torch
 
 import alter
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
+from alter.train.trainer import ForgetWindow
 from alter.train.batches import collate_items
 from tests.helpers import make_tiny_llama
 
@@ -199,3 +202,106 @@ def test_removing_the_forget_expert_restores_the_forgotten_knowledge(tiny_tokeni
     restored = (after[0] - removed[0]) / (after[0] - before[0])
     assert restored > 0.7, (before, after, removed)
     assert removed[1] <= before[1] + 0.05                    # and retain answers are as good as before
+
+
+def test_forget_window_counts_one_epoch_of_steps():
+    w = ForgetWindow(2)
+    assert not w.full() and w.fraction() == 0.0
+    w.add(3, 4)
+    w.add(1, 4)
+    assert w.full() and w.fraction() == pytest.approx(0.5)
+    w.add(0, 2)  # the oldest step leaves the window
+    assert w.counts == [[1, 4], [0, 2]] and w.fraction() == pytest.approx(1 / 6)
+    restored = ForgetWindow(2)
+    restored.load(w.state())
+    assert restored.counts == w.counts
+    other = ForgetWindow(3)
+    other.load(w.state())  # a window of another size (other data or batch size) starts empty
+    assert other.counts == []
+
+
+def _scripted_hinge(tr, violating):
+    """Make each phase II step report ``violating[k]`` forget tokens above the margin (of its real count)."""
+    real_step, calls = tr._step, [0]
+
+    def step(phase, batch, train_model):
+        out = real_step(phase, batch, train_model)
+        if phase == "phase2":
+            v = violating[min(calls[0], len(violating) - 1)]
+            out["forget_violating"] = torch.minimum(torch.tensor(v), out["forget_tokens"])
+            calls[0] += 1
+        return out
+
+    tr._step = step
+
+
+@pytest.mark.parametrize("stop", [0.0, -1.0])
+def test_phase2_stops_once_the_forget_tokens_are_pushed_down(tiny_tokenizer, tmp_path, stop):
+    # 4 forget examples, 2 per step: one epoch (the window) is 2 steps; 2 epochs are 4 steps.
+    # Step 1 still has tokens above the margin, steps 2 and 3 none: the window is clean after step 3.
+    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=stop)
+    tr = _trainer(tiny_tokenizer, tmp_path, **kw)
+    _scripted_hinge(tr, [3, 0, 0, 0])
+    tr.train()
+    phase2 = tr.report.phases["phase2"]
+    if stop < 0:
+        assert phase2["steps"] == 4 and "stopped_early_at" not in phase2
+        return
+    assert phase2["stopped_early_at"] == 3 and phase2["steps"] == 3
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["stopped_early"] is True and log[-1]["violating"] == 0.0 and log[-1]["step"] == 3
+    # resuming a run that stopped early trains nothing more
+    resumed = _trainer(tiny_tokenizer, tmp_path, **kw).train(resume=True)
+    a, b = tr.model.adapter_state_dict(), resumed.adapter_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stop_resumes_with_its_window(tiny_tokenizer, tmp_path):
+    # Interrupted after step 2 (checkpoint every step): the resumed run must still stop at step 3,
+    # which needs step 2's counts from the checkpoint.
+    kw = dict(phase1_epochs=0, phase2_epochs=2)
+    full = _trainer(tiny_tokenizer, tmp_path / "full", **kw)
+    _scripted_hinge(full, [3, 0, 0, 0])
+    full.train()
+    cut = _trainer(tiny_tokenizer, tmp_path / "cut", **kw)
+    cut.checkpoint_every = 1
+    _scripted_hinge(cut, [3, 0, 0, 0])
+    real_step = cut._step
+
+    def interrupt_at_third(phase, batch, train_model, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real_step(phase, batch, train_model)
+
+    cut._step = interrupt_at_third
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    again = _trainer(tiny_tokenizer, tmp_path / "cut", **kw)
+    _scripted_hinge(again, [0, 0])
+    model = again.train(resume=True)
+    assert again.report.phases["phase2"]["stopped_early_at"] == 3
+    a, b = full.model.adapter_state_dict(), model.adapter_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_phase1_trains_a_retain_expert_and_with_warmup_the_routers_only(tiny_tokenizer, warmup):
+    tr = _trainer(tiny_tokenizer, phase1_epochs=1, phase2_epochs=0.5, router_warmup=warmup)
+    model = tr.prepare()
+    before = _snapshot(model)
+    plans = tr._phase_plans()
+    logged = []
+    tr.on_log = logged.append
+    tr.log_every = 1
+    tr._run_phase("phase1", plans["phase1"], 0, 0)
+    changed = _changed(before, model)
+    kinds = {("router" if ".router." in n else "B0" if "lora_B.0" in n else "A" if "lora_A" in n else n)
+             for n in changed}
+    assert kinds == ({"A", "B0", "router"} if warmup else {"A", "B0"}), changed
+    routes = [r["route"] for r in logged if "route" in r]
+    if warmup:
+        # the gates stayed forced to the retain expert, while the router learnt the true domains
+        assert len(routes) == len(plans["phase1"]) and routes[-1] < routes[0]
+    else:
+        assert not routes

@@ -25,6 +25,10 @@ def test_pareto_front_and_table_shape():
             {"method": "c", "forget_rougeL_recall": 0.1, "model_utility": 0.3},
             {"method": "retain", "forget_rougeL_recall": 0.0, "model_utility": 1.0}]
     assert pareto_front(rows) == ["a", "c"]
+    for r, fq in zip(rows, [0.01, 0.5, None, 1.0]):
+        r["forget_quality"] = fq
+    # higher forget quality is better; a method without it (None) is left out
+    assert pareto_front(rows, efficacy="forget_quality", efficacy_higher_is_better=True) == ["a", "b"]
     table = to_markdown(rows)
     assert table.count("\n") == len(rows) + 1 and "| b |" in table and "forget quality" in table
 
@@ -52,3 +56,17 @@ def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch):
         assert [r["method"] for r in csv.DictReader(fh)] == ["ga", "alter"]
     assert "| alter |" in (out / "compare_table.md").read_text()
     assert (out / "charts" / "forget_rougeL_recall.png").is_file()
+    # --resume keeps finished methods (ga, retain) and runs the missing one (alter) again
+    kept = {m: (out / "methods" / f"{m}.json").stat().st_mtime_ns for m in ("ga", "retain")}
+    (out / "methods" / "alter.json").unlink()
+    args = ["--demo", "--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
+            "--output", str(out), "--no-progress", "--threads", "1", "--resume"]
+    assert cli.main(args) == 0
+    assert {m: (out / "methods" / f"{m}.json").stat().st_mtime_ns for m in kept} == kept
+    assert (out / "methods" / "alter.json").is_file()
+    assert {r["method"] for r in json.loads((out / "compare.json").read_text())["rows"]} == {"ga", "alter"}
+    # other settings in the same folder: refused, in one line
+    settings = json.loads((out / "settings.json").read_text())
+    settings["seed"] = 1
+    (out / "settings.json").write_text(json.dumps(settings))
+    assert cli.main(args) == 2

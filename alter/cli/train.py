@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--output", default=None, help="output directory (default: alter_runs/<method>-<time>)")
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file of hyperparameters (keys as below)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output; with "
+                   "--compare: keep the methods whose results are already in --output (same settings)")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="write a checkpoint every N optimisation steps (always at the end of each phase)")
     p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
@@ -104,7 +105,7 @@ def run_comparison(args) -> int:
         values.update(QUICK)
     settings = CompareSettings(**values)
     out = Path(args.output or ("alter_runs/compare-quick" if args.quick else "alter_runs/compare"))
-    run_compare(settings, out, progress=not args.no_progress, threads=args.threads)
+    run_compare(settings, out, progress=not args.no_progress, threads=args.threads, resume=args.resume)
     return 0
 
 

@@ -49,34 +49,53 @@ def _run_worker(method: str, settings_path: Path, out: Path, reference: Optional
     return json.loads(out.read_text())
 
 
-def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None) -> Dict:
+def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None,
+                resume: bool = False) -> Dict:
+    """Run every method of ``settings`` and write the table. With ``resume``, a method whose result is
+    already under ``out_dir/methods`` from a run with the same settings (the method list aside) is kept, not re-run (delete
+    its JSON to re-run it); with other settings there, resuming is refused."""
     out_dir = Path(out_dir)
     runs = out_dir / "methods"
-    runs.mkdir(parents=True, exist_ok=True)
     settings_path = out_dir / "settings.json"
+    if resume and settings_path.is_file():
+        previous = json.loads(settings_path.read_text())
+        now = json.loads(json.dumps(settings.to_dict()))
+        changed = sorted(k for k in set(previous) | set(now) if k != "methods" and previous.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"cannot resume the comparison in {out_dir}: its settings differ ({', '.join(changed)})")
+    runs.mkdir(parents=True, exist_ok=True)
     alter_io.atomic_write_json(settings_path, settings.to_dict())
     order = ["retain"] + [m for m in settings.methods if m != "retain"]
     results: Dict[str, Dict] = {}
     reference = runs / "retain.json"
     t0 = time.time()
     for method in order:
+        done = runs / f"{method}.json"
+        if resume and done.is_file():
+            print(f"[compare] {method}: kept from {done}", flush=True)
+            results[method] = json.loads(done.read_text())
+            continue
         print(f"[compare] {method} ...", flush=True)
-        results[method] = _run_worker(method, settings_path, runs / f"{method}.json",
-                                      reference if method != "retain" else None, progress, threads)
+        results[method] = _run_worker(method, settings_path, done, reference if method != "retain" else None,
+                                      progress, threads)
     # the retain model's own forget quality is against itself: the KS test of a sample with itself
     rows = [results[m]["row"] for m in order if m in settings.methods]
     front = pareto_front(rows)
+    front_fq = pareto_front(rows, efficacy="forget_quality", efficacy_higher_is_better=True)
     for row in rows:
         row["pareto"] = row["method"] in front
+        row["pareto_forget_quality"] = row["method"] in front_fq
     table = to_markdown(rows)
     alter_io.atomic_write_bytes(out_dir / "compare_table.md", (table + "\n").encode())
     alter_io.atomic_write_bytes(out_dir / "compare_table.csv", to_csv(rows).encode())
     from alter.plots import bar_charts
     charts = bar_charts(rows, COLUMNS, out_dir / "charts")
     summary = {"settings": settings.to_dict(), "rows": rows, "pareto_front": front,
+               "pareto_front_forget_quality": front_fq,
                "seconds": round(time.time() - t0, 1), "charts": [str(c) for c in charts]}
     alter_io.atomic_write_json(out_dir / "compare.json", summary)
     print("\n" + table + "\n")
     print(f"Pareto front (forget ROUGE-L vs model utility): {', '.join(front)}")
+    print(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
     print(f"wrote {out_dir / 'compare_table.md'}, {out_dir / 'compare_table.csv'}, {out_dir / 'charts'}/")
     return summary

@@ -50,10 +50,12 @@ def to_csv(rows: Sequence[Dict]) -> str:
 
 
 def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", utility: str = "model_utility",
-                 skip: Sequence[str] = ("finetune", "retain")) -> List[str]:
-    """Methods not dominated in (lower forget ROUGE-L, higher model utility)."""
+                 skip: Sequence[str] = ("finetune", "retain"), efficacy_higher_is_better: bool = False) -> List[str]:
+    """Methods not dominated in (efficacy, higher model utility); efficacy is lower-is-better (forget
+    ROUGE-L) unless ``efficacy_higher_is_better`` (forget quality)."""
+    sign = -1.0 if efficacy_higher_is_better else 1.0
     pts = [(r["method"], r.get(efficacy), r.get(utility)) for r in rows if r["method"] not in skip]
-    pts = [p for p in pts if p[1] is not None and p[2] is not None]
+    pts = [(name, sign * f, u) for name, f, u in pts if f is not None and u is not None]
     front = []
     for name, f, u in pts:
         dominated = any((f2 <= f and u2 >= u) and (f2 < f or u2 > u) for _, f2, u2 in pts)

@@ -42,6 +42,14 @@ def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.
     return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx], answer[idx]
 
 
+def hinge_violations(logits: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """How many rows still have a positive hinge, z_y - max_{j != y} z_j + margin > 0 (no grad)."""
+    z = logits.float()
+    z_y = z.gather(1, labels.unsqueeze(1)).squeeze(1)
+    others = z.scatter(1, labels.unsqueeze(1), float("-inf"))
+    return (z_y - others.amax(dim=1) + margin > 0).sum()
+
+
 def phase1_loss(logits, labels, position_entropy, theta: float) -> Dict[str, torch.Tensor]:
     lg, lb, high, _, _ = aligned(logits, labels, position_entropy, theta)
     if not bool(high.any()):
@@ -65,9 +73,11 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     total = zero
 
     sel = forget & ~high & answer
+    violating = torch.zeros((), dtype=torch.long)
     if lambda_forget and bool(sel.any()):
         parts["forget"] = alter_kernels.hinge_forget_loss(lg[sel], lb[sel], margin)
         total = total + lambda_forget * parts["forget"]
+        violating = hinge_violations(lg[sel].detach(), lb[sel], margin)
     sel = ~forget & answer
     if lambda_retain and bool(sel.any()):
         parts["retain"] = F.cross_entropy(lg[sel].float(), lb[sel])
@@ -85,5 +95,6 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     out = {k: v.detach() for k, v in parts.items()}
     out["loss"] = total
     out["forget_tokens"] = (forget & ~high & answer).sum()
+    out["forget_violating"] = violating
     out["high_tokens"] = high.sum()
     return out

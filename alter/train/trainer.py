@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,37 @@ def _peak_memory_bytes(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class ForgetWindow:
+    """The last ``size`` phase II steps' hinge counts: forget tokens still above the margin, and all.
+
+    ``size`` is one epoch of steps, so a full window has seen every forget example once; the counts
+    are taken before each step's update. A bounded hinge gives no gradient once every token is past
+    the margin, but Adam's normalised steps keep moving the experts on the few that are not, so
+    phase II ends when (almost) all are (``AlterConfig.stop_when_forgotten``).
+    """
+
+    def __init__(self, size: int):
+        self.size = int(size)
+        self.counts: List[List[int]] = []
+
+    def add(self, violating: int, tokens: int) -> None:
+        self.counts = (self.counts + [[violating, tokens]])[-self.size:]
+
+    def full(self) -> bool:
+        return len(self.counts) == self.size
+
+    def fraction(self) -> float:
+        tokens = sum(t for _, t in self.counts)
+        return sum(v for v, _ in self.counts) / tokens if tokens else 0.0
+
+    def state(self) -> dict:
+        return {"size": self.size, "counts": self.counts}
+
+    def load(self, state: Optional[dict]) -> None:
+        if state and int(state.get("size", -1)) == self.size:
+            self.counts = [list(map(int, c)) for c in state["counts"]][-self.size:]
 
 
 class AlterTrainer:
@@ -237,9 +269,18 @@ class AlterTrainer:
         theta = model.theta
         if phase == "phase1":
             domain = torch.zeros_like(batch["domain"]).to(device)
-            with model.state.scope(b_grad_high_only=True):
+            warm = self._router_warmup()
+            with model.state.scope(b_grad_high_only=True, collect_route_loss=warm, route_losses=[],
+                                   route_all_tokens=cfg.route_tokens == "all",
+                                   route_targets=batch["domain"].to(device) if warm else None,
+                                   route_class_weights=self._domain_balance() if warm else None):
                 logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
-            return phase1_loss(logits, labels, pos_ent, theta)
+                route = model.state.pop_route_loss()
+            out = phase1_loss(logits, labels, pos_ent, theta)
+            if route is not None:
+                out["route"] = route.detach()
+                out["loss"] = out["loss"] + cfg.lambda_route * route
+            return out
         domain = batch["domain"].to(device)
         where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
         need_base = cfg.lambda_struct > 0 and bool((where & (pos_ent[:, :-1] >= theta)).any())
@@ -253,10 +294,20 @@ class AlterTrainer:
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
                              attention_mask=mask, struct_tokens=cfg.struct_tokens)
 
+    def _domain_balance(self) -> torch.Tensor:
+        """Per-domain weights ``n / (E * n_d)`` over the training items: phase I sees every example once,
+        mostly retain ones, and an unweighted router CE would mostly learn that prior."""
+        E = len(self.model.domains)
+        counts = torch.bincount(torch.tensor([it.domain_id for it in self.items]), minlength=E).float()
+        return torch.where(counts > 0, counts.sum() / (E * counts.clamp(min=1)), torch.zeros_like(counts))
+
+    def _router_warmup(self) -> bool:
+        return bool(self.config.router_warmup and self.config.lambda_route > 0 and len(self.model.domains) > 1)
+
     def _set_trainable(self, phase: str, only_expert: Optional[int]) -> None:
         model = self.model
         if phase == "phase1":
-            model.set_trainable(shared=True, experts=[0], routers=False)
+            model.set_trainable(shared=True, experts=[0], routers=self._router_warmup())
         elif only_expert is not None:
             model.set_trainable(shared=False, experts=[only_expert], routers=True)
         else:
@@ -276,6 +327,7 @@ class AlterTrainer:
             torch.cuda.reset_peak_memory_stats(self.model.device)
         bar = tqdm(total=len(plan), initial=start_step, desc=f"ALTER {phase}", disable=not self._show_progress())
         running: Dict[str, float] = {}
+        window = self._stop_window(phase, plan, resume_from)
         for step in range(start_step, len(plan)):
             idx = plan[step][acc.process_index::acc.num_processes] or plan[step][:1]
             batch = collate_items([self.items[i] for i in idx], self._pad())
@@ -287,29 +339,53 @@ class AlterTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
+            stopped = window is not None and self._forgotten(window, out)
             for k, v in out.items():
                 if k != "loss" and v.dim() == 0 and v.is_floating_point():
                     running[k] = float(v)
             running["loss"] = float(out["loss"].detach())
+            if window is not None:
+                running["violating"] = window.fraction()
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k in ("loss", "forget", "retain", "ce_high")})
-            if (step + 1) % self.log_every == 0 or step + 1 == len(plan):
-                self._log({"phase": phase, "step": step + 1, "global_step": global_step, **running})
-            done = step + 1 == len(plan)
+            if (step + 1) % self.log_every == 0 or step + 1 == len(plan) or stopped:
+                self._log({"phase": phase, "step": step + 1, "global_step": global_step, **running,
+                           **({"stopped_early": True} if stopped else {})})
+            if stopped:
+                self.report.phases.setdefault(phase, {"steps": 0, "seconds": 0.0})["stopped_early_at"] = step + 1
+            done = stopped or step + 1 == len(plan)
             if self.output_dir is not None and ((self.checkpoint_every and global_step % self.checkpoint_every == 0)
                                                 or done):
                 self._checkpoint(optimizer, {"phase": phase, "step": step + 1, "global_step": global_step,
-                                             "phase_done": done})
+                                             "phase_done": done,
+                                             "stop_window": window.state() if window is not None else None})
+            if stopped:
+                break
         bar.close()
         train_model.eval()
         self.model.eval()
         stats = self.report.phases.setdefault(phase, {"steps": 0, "seconds": 0.0})
-        stats["steps"] += len(plan) - start_step
+        stats["steps"] += (stats.get("stopped_early_at") or len(plan)) - start_step
         stats["seconds"] += time.time() - t0
         stats["peak_memory_bytes"] = _peak_memory_bytes(self.model.device)
         stats["trainable_parameters"] = self.model.trainable_parameter_count()
         self.model.set_trainable()
         return global_step
+
+    def _stop_window(self, phase: str, plan: List[List[int]], resume_from: Optional[Path]) -> Optional[ForgetWindow]:
+        """The early-stop tracker of phase II (``stop_when_forgotten``), restored on resume; None if off."""
+        if phase != "phase2" or self.config.stop_when_forgotten < 0 or not self.config.lambda_forget:
+            return None
+        forget_per_step = max(1, sum(1 for i in plan[0] if self.items[i].domain_id != 0)) if plan else 1
+        n_forget = len({i for chunk in plan for i in chunk if self.items[i].domain_id != 0})
+        window = ForgetWindow(max(1, math.ceil(n_forget / forget_per_step)))
+        if resume_from is not None:
+            window.load(ckpt.read_progress(resume_from).get("stop_window"))
+        return window
+
+    def _forgotten(self, window: "ForgetWindow", out: Dict[str, torch.Tensor]) -> bool:
+        window.add(int(out["forget_violating"]), int(out["forget_tokens"]))
+        return window.full() and window.fraction() <= self.config.stop_when_forgotten
 
     def _log(self, record: dict) -> None:
         self.report.log.append(record)
