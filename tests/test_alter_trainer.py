@@ -259,7 +259,7 @@ def test_phase2_stops_once_the_forget_tokens_are_pushed_down(tiny_tokenizer, tmp
 def test_early_stop_resumes_with_its_window(tiny_tokenizer, tmp_path):
     # Interrupted after step 2 (checkpoint every step): the resumed run must still stop at step 3,
     # which needs step 2's counts from the checkpoint.
-    kw = dict(phase1_epochs=0, phase2_epochs=2)
+    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.0)
     full = _trainer(tiny_tokenizer, tmp_path / "full", **kw)
     _scripted_hinge(full, [3, 0, 0, 0])
     full.train()
