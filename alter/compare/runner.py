@@ -51,9 +51,11 @@ def _run_worker(method: str, settings_path: Path, out: Path, reference: Optional
 
 def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None,
                 resume: bool = False) -> Dict:
-    """Run every method of ``settings`` and write the table. With ``resume``, a method whose result is
-    already under ``out_dir/methods`` from a run with the same settings (the method list aside) is kept, not re-run (delete
-    its JSON to re-run it); with other settings there, resuming is refused."""
+    """Run every method of ``settings`` and write the table.
+
+    With ``resume``, a method whose result is already under ``out_dir/methods`` from a run with the
+    same settings (the method list aside) is kept, not re-run (delete its JSON to re-run it); a
+    folder holding other settings is refused."""
     out_dir = Path(out_dir)
     runs = out_dir / "methods"
     settings_path = out_dir / "settings.json"

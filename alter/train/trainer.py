@@ -65,9 +65,9 @@ class ForgetWindow:
     """The last ``size`` phase II steps' hinge counts: forget tokens still above the margin, and all.
 
     ``size`` is one epoch of steps, so a full window has seen every forget example once; the counts
-    are taken before each step's update. A bounded hinge gives no gradient once every token is past
-    the margin, but Adam's normalised steps keep moving the experts on the few that are not, so
-    phase II ends when (almost) all are (``AlterConfig.stop_when_forgotten``).
+    are taken before each step's update. A bounded hinge gives no gradient once a token is past the
+    margin, but Adam's normalised steps keep moving the experts as far on the few that are not, so
+    phase II can end once at most ``AlterConfig.stop_when_forgotten`` of them are still above it.
     """
 
     def __init__(self, size: int):
@@ -384,7 +384,11 @@ class AlterTrainer:
         return window
 
     def _forgotten(self, window: "ForgetWindow", out: Dict[str, torch.Tensor]) -> bool:
-        window.add(int(out["forget_violating"]), int(out["forget_tokens"]))
+        counts = torch.stack([out["forget_violating"].detach().long().cpu(),
+                              out["forget_tokens"].detach().long().cpu()])
+        if self.accelerator.num_processes > 1:  # every process must take the same decision
+            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+        window.add(int(counts[0]), int(counts[1]))
         return window.full() and window.fraction() <= self.config.stop_when_forgotten
 
     def _log(self, record: dict) -> None:
