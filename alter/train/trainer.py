@@ -296,10 +296,14 @@ class AlterTrainer:
 
     def _domain_balance(self) -> torch.Tensor:
         """Per-domain weights ``n / (E * n_d)`` over the training items: phase I sees every example once,
-        mostly retain ones, and an unweighted router CE would mostly learn that prior."""
+        mostly retain ones, and an unweighted router CE would mostly learn that prior. Computed once."""
         E = len(self.model.domains)
-        counts = torch.bincount(torch.tensor([it.domain_id for it in self.items]), minlength=E).float()
-        return torch.where(counts > 0, counts.sum() / (E * counts.clamp(min=1)), torch.zeros_like(counts))
+        cached = getattr(self, "_balance", None)
+        if cached is None or cached.numel() != E:
+            counts = torch.bincount(torch.tensor([it.domain_id for it in self.items]), minlength=E).float()
+            cached = torch.where(counts > 0, counts.sum() / (E * counts.clamp(min=1)), torch.zeros_like(counts))
+            self._balance = cached
+        return cached
 
     def _router_warmup(self) -> bool:
         return bool(self.config.router_warmup and self.config.lambda_route > 0 and len(self.model.domains) > 1)
