@@ -46,17 +46,33 @@ class AlterConfig:
                              "every token low entropy (top-1 routing, hinge on every forget token), A learns from "
                              "every token, no phase I, no structural KL")
     # --- routing (sections 1, 4) ---
+    router: str = _f("question", "how a token's experts are chosen: 'question' (one decision per question, shared by "
+                     "every layer, from base-model token features matched against per-domain banks; docs/method.md "
+                     "'Routing') or 'token' (the paper's per-layer linear routers, per token)",
+                     choices=("question", "token"))
+    router_layer: int = _f(-1, "decoder block whose output hidden states the question router compares (negative: the "
+                           "block at a quarter of the depth; measured on TOFU: blocks 4-15 of 30 all route at least 0.97 of "
+                           "held-out forget and retain questions right, block 8 sends no never-taught one to a "
+                           "forget expert)")
+    router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
     tau_high: float = _f(2.0, "router temperature for high-entropy tokens (> 1 spreads weight over experts)")
     tau_low: float = _f(0.5, "router temperature for low-entropy tokens in the dense training-mode gate (< 1)")
     top_k: int = _f(3, "forget experts mixed (with the retain expert) on high-entropy tokens at inference")
     # --- losses (section 3) ---
     lambda_forget: float = _f(1.0, "weight of the hinge forget loss")
     lambda_retain: float = _f(1.0, "weight of the retain cross-entropy")
-    lambda_struct: float = _f(0.01, "weight of the structural KL(p_base || p_model) on high-entropy tokens")
+    lambda_struct: float = _f(1.0, "weight of the structural KL(p_base || p_model) on struct_tokens (the paper: 0.01 "
+                              "on high-entropy tokens; with the KL on every position the hinge leaves alone, 1.0 "
+                              "keeps forget answers fluent: docs/method.md section 4)")
     lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
     margin: float = _f(1.0, "hinge margin: push the true token this far below the runner-up, then stop")
-    struct_tokens: str = _f("all", "positions of the structural KL: high-entropy 'all' positions (prompt and answer) "
-                            "or 'answer' positions only", choices=("all", "answer"))
+    hinge_tokens: str = _f("content", "forget tokens the hinge pushes down: 'content' (words that carry the fact: "
+                           "not punctuation, end-of-turn or function words such as 'the', 'was') or 'all'",
+                           choices=("content", "all"))
+    struct_tokens: str = _f("non_hinge", "positions of the structural KL: 'non_hinge', every position the hinge does "
+                            "not push (prompt, high-entropy, function words, punctuation, end of turn); or the "
+                            "high-entropy ones only, at 'all' positions (prompt and answer) or 'answer' positions",
+                            choices=("all", "answer", "non_hinge"))
     route_tokens: str = _f("all", "tokens the router learns the domain from: 'all' (measured better on the demo: "
                            "forget ROUGE-L 0.41 vs 0.68 at equal retain) or 'low' entropy only (the spec's choice)",
                            choices=("low", "all"))
@@ -65,7 +81,9 @@ class AlterConfig:
                              "with trained routers; measured on the comparison: no gain (utility 0.551 vs 0.544), "
                              "so off by default, as in the spec (routers learn in phase II only)")
     # --- schedule ---
-    phase1_epochs: float = _f(1.0, "epochs of phase I (A + B_R on high-entropy tokens of retain and forget)")
+    phase1_epochs: float = _f(0.0, "epochs of phase I (A + B_R on high-entropy tokens of retain and forget); the "
+                              "paper's 1 moved never-taught and general answers on TOFU while the question router "
+                              "keeps them on B_R, so 0 (B_R stays zero: those answers are the base model's exactly)")
     phase2_epochs: float = _f(3.0, "epochs of phase II (asymmetric unlearning), counted over the forget set")
     stop_when_forgotten: float = _f(-1.0, "end phase II early once, over the last epoch's steps, at most this "
                                     "fraction of the hinge's forget tokens were still above the margin; negative "
@@ -127,8 +145,14 @@ class AlterConfig:
                 bad(name, "must be >= 0")
         if not self.stop_when_forgotten < 1:
             bad("stop_when_forgotten", "must be < 1 (a fraction of forget tokens; negative disables early stop)")
-        if self.struct_tokens not in ("all", "answer"):
-            bad("struct_tokens", "must be 'all' or 'answer'")
+        if self.struct_tokens not in ("all", "answer", "non_hinge"):
+            bad("struct_tokens", "must be 'all', 'answer' or 'non_hinge'")
+        if self.router not in ("question", "token"):
+            bad("router", "must be 'question' or 'token'")
+        if self.hinge_tokens not in ("content", "all"):
+            bad("hinge_tokens", "must be 'content' or 'all'")
+        if int(self.router_bank_size) != self.router_bank_size or self.router_bank_size <= 0:
+            bad("router_bank_size", "must be a positive integer")
         if self.route_tokens not in ("low", "all"):
             bad("route_tokens", "must be 'low' or 'all'")
         if self.init not in ("zero", "centroid"):

@@ -23,6 +23,7 @@ import torch
 
 import alter_kernels
 from alter.model import positions_from_mask, shift_entropy
+from alter.question_router import capture_features
 
 
 class _EntropySession:
@@ -103,8 +104,17 @@ class _EntropySession:
         return out.logits[:, -1, :]
 
 
+def _prompt_router_logits(wrapper, input_ids, attention_mask):
+    """The question router's ``[B, E]`` logits for the prompt (None without a question router): one base pass."""
+    if wrapper.question_router is None:
+        return None
+    _, logits = wrapper.route_questions(input_ids, attention_mask)
+    return logits
+
+
 def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
     """The AsymLoRA ablation: every token is low entropy (top-1 expert), no entropy to track."""
+    router_logits = _prompt_router_logits(wrapper, input_ids, attention_mask)
     def pre_hook(module, args, call_kwargs):
         ids = call_kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and wrapper.state.enabled:
@@ -113,7 +123,7 @@ def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
 
     handle = wrapper.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
-        with wrapper.state.scope(domain=None, token_mask=None, entropy=None):
+        with wrapper.state.scope(domain=None, token_mask=None, entropy=None, router_logits=router_logits):
             return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     finally:
         handle.remove()
@@ -145,7 +155,15 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
         return _generate_all_low(wrapper, input_ids, attention_mask, **kwargs)
     source = wrapper.alter_config.entropy_source
     use_base = source == "base"
-    out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
+    features = []
+    router = wrapper.question_router
+    if router is not None:
+        with capture_features(wrapper.model, router.layer, features):
+            out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
+        router_logits = wrapper.question_router_logits(features[-1], attention_mask)
+    else:
+        out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
+        router_logits = None
     q = wrapper.alter_config.q
     per_position = alter_kernels.tsallis_entropy(out.logits.detach(), q)
     prompt_entropy = shift_entropy(per_position, attention_mask)
@@ -174,7 +192,7 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
                wrapper.model.register_forward_hook(post_hook, with_kwargs=True)]
     wrapper._generation = session
     try:
-        with wrapper.state.scope(domain=None, token_mask=None):
+        with wrapper.state.scope(domain=None, token_mask=None, router_logits=router_logits):
             return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     finally:
         for h in handles:

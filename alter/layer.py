@@ -15,6 +15,10 @@ Routing:
 - otherwise (inference, section 4): ``entropy < theta`` -> the single arg-max expert;
   ``entropy >= theta`` -> retain + top-k forget experts mixed by softmax(u / tau_high).
   ``entropy=None`` treats every token as high entropy.
+- ``router_logits`` ``[B, E]`` given (or set on the routing state by the model's question
+  router, see :mod:`alter.question_router`): every token of sequence b takes ``u = router_logits[b]``
+  instead of its own ``Wg^T x``; the entropy still picks top-1 (low) or the mix (high). Training
+  uses the same path, so phase II trains what runs at inference.
 """
 
 from __future__ import annotations
@@ -151,7 +155,7 @@ class AlterLinear(nn.Module):
         return float(theta)
 
     def forward(self, x: torch.Tensor, entropy: Optional[torch.Tensor] = None,
-                domain: Optional[torch.Tensor] = None) -> torch.Tensor:
+                domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         state = self.state
         if state is not None and not state.enabled:
             return self.base_layer(x)
@@ -161,6 +165,8 @@ class AlterLinear(nn.Module):
             entropy = state.entropy
         if domain is None and state is not None:
             domain = state.domain
+        if router_logits is None and state is not None:
+            router_logits = state.router_logits
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         ent = self._token_values(entropy, lead, "entropy")
@@ -169,7 +175,7 @@ class AlterLinear(nn.Module):
         if domain is not None:
             gates, a_mask, b_mask = self._train_gates(x2, lead, ent, domain)
         else:
-            gates, a_mask, b_mask = self._infer_gates(x2, ent), None, None
+            gates, a_mask, b_mask = self._infer_gates(x2, ent, lead, router_logits), None, None
         A = self.lora_A
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
@@ -183,11 +189,33 @@ class AlterLinear(nn.Module):
             out = self.base_layer(x2) + delta.to(x2.dtype)
         return out.reshape(*lead, self.out_features)
 
-    def _infer_gates(self, x2: torch.Tensor, ent: Optional[torch.Tensor]) -> torch.Tensor:
+    def _sequence_logits(self, logits: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """Per-sequence router logits ``[B, E]`` broadcast to every token ``[N, E]`` of x (leading dims ``lead``)."""
+        E = self.num_experts
+        if logits.dim() != 2 or logits.shape[1] != E:
+            raise ValueError(f"router_logits must be [B, {E}] (one row per sequence), got {tuple(logits.shape)}")
+        rows = lead[0]
+        if len(lead) == 1:                          # x is [N, d]: one row of logits per token
+            if logits.shape[0] != rows:
+                raise ValueError(f"router_logits has {logits.shape[0]} rows for {rows} tokens")
+            return logits
+        if logits.shape[0] != rows:
+            if rows % logits.shape[0]:
+                raise ValueError(f"router_logits has {logits.shape[0]} rows for a batch of {rows}")
+            logits = logits.repeat_interleave(rows // logits.shape[0], dim=0)   # num_return_sequences
+        shape = (rows,) + (1,) * (len(lead) - 1) + (E,)
+        return logits.reshape(shape).expand(*lead, E).reshape(-1, E)
+
+    def _infer_gates(self, x2: torch.Tensor, ent: Optional[torch.Tensor], lead: Optional[torch.Size] = None,
+                     router_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         E = self.num_experts
         if E == 1:
             return torch.ones(x2.shape[0], 1, dtype=x2.dtype, device=x2.device)
-        u = F.linear(x2.to(self.lora_A.dtype), self.router_weight())
+        if router_logits is not None:
+            u = self._sequence_logits(router_logits.to(device=x2.device, dtype=torch.float32),
+                                      lead if lead is not None else x2.shape[:1])
+        else:
+            u = F.linear(x2.to(self.lora_A.dtype), self.router_weight())
         if ent is None:
             ent = torch.full((x2.shape[0],), float("inf"), device=x2.device)
             theta = 0.0

@@ -26,12 +26,13 @@ import alter_kernels
 from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.layer import AlterLinear
+from alter.question_router import QuestionRouter, capture_features, resolve_layer
 from alter.routing_state import RoutingState
 from alter.targets import find_target_linears, set_submodule
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: the question router's banks and calibration (version 1 had per-layer routers only)
 
 
 def shift_entropy(per_position: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -67,6 +68,8 @@ class AlterModel(nn.Module):
         self.base_model_name = base_model_name or getattr(getattr(model, "config", None), "_name_or_path", None)
         if not config.token_entropy:
             theta = float("inf")                     # AsymLoRA ablation: no token is ever high entropy
+        elif theta is None and isinstance(config.theta, (int, float)) and not isinstance(config.theta, bool):
+            theta = float(config.theta)              # a number in the config is the threshold
         self.state = RoutingState(theta=theta, shared_high_only=config.token_entropy)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -79,6 +82,13 @@ class AlterModel(nn.Module):
             set_submodule(model, name, layer)
             self.target_names.append(name)
         self._generation = None
+        self.question_router: Optional[QuestionRouter] = None
+        if config.router == "question":
+            hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+            if hidden is None:
+                raise ValueError("router='question' needs model.config.hidden_size; use router='token' for this model")
+            self.question_router = QuestionRouter(len(config.domains), int(hidden),
+                                                  resolve_layer(model, config.router_layer))
 
     # ------------------------------------------------------------------ delegation
     def __getattr__(self, name: str):
@@ -141,6 +151,35 @@ class AlterModel(nn.Module):
         with torch.no_grad(), self.disable_adapters():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
+    def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                       router_mask: Optional[torch.Tensor] = None):
+        """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``.
+
+        The features are the question router's layer output (None without a question router)."""
+        sink: List[torch.Tensor] = []
+        if self.question_router is None:
+            return self.position_entropy(input_ids, attention_mask), None
+        with capture_features(self.model, self.question_router.layer, sink):
+            ent = self.position_entropy(input_ids, attention_mask)
+        return ent, sink[-1]
+
+    def question_router_logits(self, features: torch.Tensor,
+                               token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``[B, E]`` router logits of each sequence from its base features (see :mod:`alter.question_router`).
+
+        None while the question router has no banks (a model not trained yet): then every layer
+        routes with its own router, as with ``router="token"``."""
+        router = self.question_router
+        if router is None or not router.fitted:
+            return None
+        return router.logits(features, token_mask)
+
+    def route_questions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
+        """``(token entropy [B, T], router logits [B, E] or None)`` for a batch, from one base pass."""
+        ent, feats = self.routing_inputs(input_ids, attention_mask)
+        logits = None if feats is None else self.question_router_logits(feats, attention_mask)
+        return shift_entropy(ent, attention_mask), logits
+
     def position_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                          logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, T]`` base-model S_q of the distribution *at* each position (the one predicting t+1).
@@ -172,11 +211,21 @@ class AlterModel(nn.Module):
     # ------------------------------------------------------------------ forward / generate
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, *, entropy: Optional[torch.Tensor] = None,
-                domain: Optional[torch.Tensor] = None, **kwargs):
-        """Like the base model's forward; ``entropy`` ``[B, T]`` and ``domain`` (``[B]`` expert
-        indices, teacher-forced training) are optional: without ``entropy`` a base pass computes it."""
+                domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None, **kwargs):
+        """Like the base model's forward; ``entropy`` ``[B, T]``, ``domain`` (``[B]`` expert indices,
+        teacher-forced training) and ``router_logits`` (``[B, E]``, question routing) are optional:
+        without them one base pass computes the entropy and the question router's decision."""
         if input_ids is None:
             raise ValueError("AlterModel.forward needs input_ids (inputs_embeds cannot be routed by token entropy)")
+        needs_route = (self.question_router is not None and self.question_router.fitted and router_logits is None
+                       and domain is None and self.state.enabled and self._generation is None)
+        if needs_route:
+            if kwargs.get("past_key_values") is not None:
+                raise ValueError("forward with past_key_values needs router_logits=... (the question's routing); "
+                                 "use model.generate() to have it handled")
+            routed_entropy, router_logits = self.route_questions(input_ids, attention_mask)
+            if entropy is None and self.alter_config.token_entropy:
+                entropy = routed_entropy
         if entropy is None and not self.alter_config.token_entropy:
             entropy = torch.zeros(input_ids.shape, device=input_ids.device)
         if self.state.enabled and entropy is None and self._generation is None:
@@ -191,6 +240,7 @@ class AlterModel(nn.Module):
         if self._generation is None:
             values["entropy"] = entropy
             values["domain"] = domain
+            values["router_logits"] = router_logits
             values["token_mask"] = attention_mask.bool() if attention_mask is not None else None
         with self.state.scope(**values):
             return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
@@ -210,6 +260,8 @@ class AlterModel(nn.Module):
         index = None
         for layer in self.adapter_layers().values():
             index = layer.add_forget_expert()
+        if self.question_router is not None:
+            self.question_router.add_domain()
         return index
 
     def remove_forget_domain(self, name: str) -> None:
@@ -219,6 +271,8 @@ class AlterModel(nn.Module):
             raise ValueError(f"{name!r} is the retain domain; only forget experts can be removed")
         for layer in self.adapter_layers().values():
             layer.remove_forget_expert(index)
+        if self.question_router is not None:
+            self.question_router.remove_domain(index)
         self.alter_config.forget_domains.remove(name)
 
     def set_trainable(self, *, shared: bool = False, experts: Optional[List[int]] = None, routers: bool = False) -> None:
@@ -235,7 +289,8 @@ class AlterModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def adapter_parameter_count(self) -> int:
-        return sum(p.numel() for p in self.adapter_state_dict().values())
+        """Trainable adapter numbers (A, experts, per-layer routers); the question router's banks are data."""
+        return sum(p.numel() for k, p in self.adapter_state_dict().items() if not k.startswith("question_router."))
 
     # ------------------------------------------------------------------ persistence
     def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
@@ -246,10 +301,15 @@ class AlterModel(nn.Module):
                 out[f"{name}.lora_B.{i}"] = b
             for i, g in enumerate(layer.router):
                 out[f"{name}.router.{i}"] = g
+        if self.question_router is not None:
+            out.update(self.question_router.state_tensors())
         return out
 
     def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor]) -> None:
-        own = self.adapter_state_dict()
+        if self.question_router is not None:
+            self.question_router.load_state_tensors(tensors)
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("question_router.")}
+        own = {k: v for k, v in self.adapter_state_dict().items() if not k.startswith("question_router.")}
         missing = sorted(set(own) - set(tensors))
         unexpected = sorted(set(tensors) - set(own))
         if missing or unexpected:
@@ -272,6 +332,7 @@ class AlterModel(nn.Module):
             "r": cfg.r, "alpha": cfg.alpha, "q": cfg.q, "tau_high": cfg.tau_high, "tau_low": cfg.tau_low,
             "top_k": cfg.top_k, "target_modules": cfg.target_modules, "target_layers": list(self.target_names),
             "config": cfg.to_dict(),
+            "question_router": self.question_router.metadata() if self.question_router is not None else None,
         }
 
     def save_adapter(self, directory, extra: Optional[dict] = None) -> Path:
@@ -319,5 +380,13 @@ def load_adapter(base_model: nn.Module, directory) -> AlterModel:
     if list(wrapped.target_names) != list(meta.get("target_layers", wrapped.target_names)):
         raise ValueError(f"the adapter in {directory} targets layers {meta['target_layers'][:3]}... which this model "
                          f"does not have the same way ({wrapped.target_names[:3]}...)")
+    if wrapped.question_router is not None:
+        saved = meta.get("question_router") or {}
+        if "threshold" not in saved:
+            raise ValueError(f"the adapter in {directory} has no question-router calibration in {ADAPTER_CONFIG}")
+        wrapped.question_router.layer = int(saved["layer"])
+        wrapped.question_router.threshold = float(saved["threshold"])
+        wrapped.question_router.spread = float(saved["spread"])
+        wrapped.question_router.calibration = saved.get("calibration", {})
     wrapped.load_adapter_state_dict(alter_io.load_tensors(weights, device=wrapped.device))
     return wrapped

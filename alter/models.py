@@ -96,6 +96,8 @@ def load(name_or_path: str = DEFAULT_MODEL, *, dtype: torch.dtype = torch.float3
 
     path = resolve(name_or_path)
     is_local = Path(path).exists()
+    if not is_local and (str(name_or_path).startswith(("/", "./", "../", "~")) or str(name_or_path).count("/") > 1):
+        raise ModelLoadError(f"model {name_or_path!r}: no such directory")
     if not is_local and "/" not in path:
         known = ", ".join(sorted(EMBEDDED) + sorted(ALIASES))
         raise ModelLoadError(f"unknown model {name_or_path!r}: not an embedded model ({known}), not a local "

@@ -1,9 +1,9 @@
-"""Figures: the token-entropy histogram with the threshold marked (ALTER_SPEC section 2)."""
+"""Figures: the token-entropy histogram (docs/method.md §2), per-column bar charts, the forget-vs-retain front."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -67,3 +67,33 @@ def bar_charts(rows: Sequence[dict], columns: Sequence[tuple], directory) -> lis
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def front_plot(rows: Sequence[dict], path, x: str = "forget_rougeL_recall", y: str = "retain_rougeL_recall",
+               floor: Optional[float] = None):
+    """Every method as a point (forget ROUGE-L, lower is better; retain ROUGE-L, higher is better),
+    with the never-taught floor as a vertical line; returns the PNG path (None with no points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r["method"], r.get(x), r.get(y)) for r in rows if r.get(x) is not None and r.get(y) is not None]
+    if not pts:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for name, fx, fy in pts:
+        ax.scatter([fx], [fy], color="tab:red" if name == "alter" else "tab:gray", zorder=3)
+        ax.annotate(name, (fx, fy), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if floor is not None:
+        ax.axvline(floor, color="tab:blue", linestyle="--", linewidth=1, label="never-taught floor")
+        ax.legend(loc="best", fontsize=8)
+    ax.margins(0.15)
+    ax.set_xlabel("forget ROUGE-L recall (lower is better)")
+    ax.set_ylabel("retain ROUGE-L recall (higher is better)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

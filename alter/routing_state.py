@@ -21,6 +21,8 @@ class RoutingState:
     entropy: Optional[torch.Tensor] = None          # [B, T] per-token entropy (ALTER_SPEC section 2)
     domain: Optional[torch.Tensor] = None           # [B] or [B, T] expert index (teacher-forced training)
     token_mask: Optional[torch.Tensor] = None       # [B, T] bool: real (non-pad) tokens
+    router_logits: Optional[torch.Tensor] = None    # [B, E] per-question router logits (question router),
+                                                    # used by every layer instead of its own router
     b_grad_high_only: bool = False                  # phase I: experts too learn only from high-entropy tokens
     shared_high_only: bool = True                   # A learns only from high-entropy tokens (False: AsymLoRA)
     collect_route_loss: bool = False                # phase II: each layer adds its router CE (section 3)

@@ -69,3 +69,42 @@ def test_hinge_violations_counts_rows_with_a_positive_hinge():
     assert int(hinge_violations(logits, labels, 1.0)) == 2
     per_row = torch.stack([alter_kernels.hinge_forget_loss(logits[i:i + 1], labels[i:i + 1], 1.0) for i in range(4)])
     assert int(hinge_violations(logits, labels, 1.0)) == int((per_row > 0).sum())
+
+
+def test_non_hinge_kl_covers_every_position_the_hinge_does_not_push():
+    logits, base, labels, mask, ent = _batch()
+    out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0, lambda_forget=1.0,
+                        lambda_retain=0.0, lambda_struct=1.0, attention_mask=mask, struct_tokens="non_hinge")
+    # the hinge takes row 0, t = 3; the KL every other position with a real next token
+    rows = [(0, 0), (0, 1), (0, 2), (0, 4), (1, 0), (1, 1), (1, 2), (1, 3)]
+    lg = torch.stack([logits[b, t] for b, t in rows])
+    blg = torch.stack([base[b, t] for b, t in rows])
+    torch.testing.assert_close(out["struct"], _kl(lg, blg))
+    assert int(out["forget_tokens"]) == 1
+
+
+def test_content_mask_keeps_the_hinge_off_function_words():
+    logits, base, labels, mask, ent = _batch()
+    content = torch.ones_like(labels, dtype=torch.bool)
+    content[0, 4] = False                 # the token at position 4 (label 2, the hinge's only target) is "the"
+    out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0, lambda_forget=1.0,
+                        lambda_retain=0.0, lambda_struct=0.0, attention_mask=mask, struct_tokens="all",
+                        content=content)
+    assert "forget" not in out and int(out["forget_tokens"]) == 0
+
+
+def test_content_flags_mark_words_that_carry_the_fact():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from alter.train.batches import content_flags
+
+    words = ["<eos>", "He", "was", "born", "in", "Paris", ".", ","]
+    tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<eos>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
+    ids = tok("He was born in Paris .", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    flags = content_flags(tok, ids, ids)
+    assert [w for w, f in zip(["He", "was", "born", "in", "Paris", ".", "<eos>"], flags) if f] == ["born", "Paris"]
+    assert content_flags(tok, ids, [-100] * len(ids)) == [False] * len(ids)     # prompt tokens never

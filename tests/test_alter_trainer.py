@@ -59,9 +59,12 @@ def test_whole_pipeline_wrap_train_save_load_generate(tiny_tokenizer, tmp_path):
     assert torch.equal(restored.generate(enc.input_ids, **kw), model.generate(enc.input_ids, **kw))
 
 
-def _one_step(tr, rows):
+def _one_step(tr, rows, everything=True):
     model = tr.model
-    model.set_trainable(shared=True, experts=list(range(len(model.domains))), routers=True)
+    if everything:
+        model.set_trainable(shared=True, experts=list(range(len(model.domains))), routers=True)
+    else:                                                  # what the trainer itself trains in phase II
+        tr._set_trainable("phase2", None)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
     batch = collate_items([tr.items[i] for i in rows], tr._pad())
     out = tr._step("phase2", batch, model)
@@ -71,9 +74,9 @@ def _one_step(tr, rows):
     return grads
 
 
-@pytest.mark.parametrize("which", ["forget_bo", "retain"])
-def test_a_step_changes_exactly_the_parameters_its_domain_owns(tiny_tokenizer, which):
-    tr = _trainer(tiny_tokenizer)
+@pytest.mark.parametrize("which,router", [("forget_bo", "token"), ("retain", "token"), ("forget_bo", "question")])
+def test_a_step_changes_exactly_the_parameters_its_domain_owns(tiny_tokenizer, which, router):
+    tr = _trainer(tiny_tokenizer, router=router)
     tr.prepare()
     model = tr.model
     with torch.no_grad():                                  # non-zero experts so that every path carries gradient
@@ -83,9 +86,11 @@ def test_a_step_changes_exactly_the_parameters_its_domain_owns(tiny_tokenizer, w
     expert = model.domain_index("bo") if which == "forget_bo" else 0
     rows = [i for i, it in enumerate(tr.items) if it.domain_id == expert][:2]
     before = _snapshot(model)
-    grads = _one_step(tr, rows)
+    grads = _one_step(tr, rows, everything=router == "token")
     changed = _changed(before, model)
     assert changed, "the step changed nothing"
+    if router == "question":      # phase II trains the forget experts alone: A and B_R stay as phase I left them
+        assert all(".lora_B." in n for n in changed), changed
     for name in changed:
         assert "lora_" in name or "router" in name, f"a base parameter changed: {name}"
         if ".lora_B." in name:
@@ -97,17 +102,29 @@ def test_a_step_changes_exactly_the_parameters_its_domain_owns(tiny_tokenizer, w
             assert g is None or torch.count_nonzero(g) == 0, f"gradient leaked into {n}"
 
 
-def test_continual_unlearning_leaves_every_other_parameter_bit_identical(tiny_tokenizer):
-    tr = _trainer(tiny_tokenizer)
+@pytest.mark.parametrize("router", ["token", "question"])
+def test_continual_unlearning_leaves_every_other_parameter_bit_identical(tiny_tokenizer, router):
+    tr = _trainer(tiny_tokenizer, router=router)
     model = tr.train()
     before = _snapshot(model)
+    earlier = tiny_tokenizer(["Who is Ana?", "Who is Bo?", "Who is Cy?"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        earlier_logits = model(**earlier).logits
     new = [QAExample(f"Who is {n}?", f"{n} repairs old clocks.") for n in ["Iv", "Jo"]]
     tr2 = AlterTrainer(model, tiny_tokenizer, None, new, RETAIN, progress=False)
     tr2.train_new_domain("clocks")
     assert model.domains[-1] == "clocks"
     index = model.domain_index("clocks")
     changed = _changed(before, model)
-    assert changed and all(".router." in name for name in changed), changed - {n for n in changed if ".router." in n}
+    if router == "question":
+        # nothing trained before moves (routers are banks, not parameters), and the earlier forget
+        # domains and the retain questions are answered exactly as before: they stay forgotten
+        assert not changed, changed
+        with torch.no_grad():
+            assert torch.equal(model(**earlier).logits, earlier_logits)
+    else:
+        assert changed and all(".router." in name for name in changed), \
+            changed - {n for n in changed if ".router." in n}
     new_b = [n for n, p in model.named_parameters() if n.endswith(f".lora_B.{index}")]
     assert new_b and any(torch.count_nonzero(p) for n, p in model.named_parameters() if n in new_b)
 
@@ -158,14 +175,17 @@ def test_auto_subdomains_and_centroid_init(tiny_tokenizer):
     assert all(abs(n - 1.0) < 1e-4 for n in norms)          # normalised centroids
 
 
-def test_asymlora_ablation_treats_every_token_as_low_entropy(tiny_tokenizer):
-    tr = _trainer(tiny_tokenizer, token_entropy=False, phase2_epochs=1)
+@pytest.mark.parametrize("router", ["token", "question"])
+def test_asymlora_ablation_treats_every_token_as_low_entropy(tiny_tokenizer, router):
+    tr = _trainer(tiny_tokenizer, token_entropy=False, phase2_epochs=1, router=router)
     model = tr.prepare()
     a_before = {n: layer.lora_A.detach().clone() for n, layer in model.adapter_layers().items()}
     model = tr.train()
     assert tr.report.phases.keys() == {"phase2"}                # no phase I
     assert model.theta == float("inf")
-    assert any(not torch.equal(a_before[n], l.lora_A) for n, l in model.adapter_layers().items())  # A learns
+    a_moved = any(not torch.equal(a_before[n], l.lora_A) for n, l in model.adapter_layers().items())
+    assert a_moved == (router == "token")       # the token router trains A in phase II; the question router does not
+    assert any(torch.count_nonzero(l.lora_B[1]) for l in model.adapter_layers().values())
     enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
     out = model.generate(enc.input_ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert out.shape[1] == enc.input_ids.shape[1] + 4
@@ -305,3 +325,17 @@ def test_phase1_trains_a_retain_expert_and_with_warmup_the_routers_only(tiny_tok
         assert len(routes) == len(plans["phase1"]) and routes[-1] < routes[0]
     else:
         assert not routes
+
+
+def test_prepare_keeps_the_callers_config_and_checks_named_domains(tiny_tokenizer):
+    cfg = _config()
+    tr = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, cfg, FORGET, RETAIN, progress=False)
+    model = tr.prepare()
+    assert model.domains == ["retain", "ana", "bo"] and cfg.forget_domains == ["forget"]
+    named = _config(forget_domains=["bo", "ana"])
+    tr = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, named, FORGET, RETAIN, progress=False)
+    assert tr.prepare().domains == ["retain", "bo", "ana"]
+    wrong = _config(forget_domains=["cy"])
+    tr = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, wrong, FORGET, RETAIN, progress=False)
+    with pytest.raises(ValueError, match=r"forget_domains \['cy'\] do not match"):
+        tr.prepare()

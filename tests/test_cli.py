@@ -70,3 +70,35 @@ def test_the_installed_entry_point_reports_errors_without_a_traceback(tmp_path):
                            "--retain", str(tmp_path / "y.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "x.json" in proc.stderr
+
+
+def test_malformed_jsonl_and_missing_model_dir_give_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q?", "answer": "a."}\n{"question": "oops"\n')
+    good = _write(tmp_path / "retain.json", [{"question": "q?", "answer": "a."}])
+    code, out, err = _run(["--forget", str(bad), "--retain", good, "--output", str(tmp_path / "o")], capsys)
+    assert code == 2 and "bad.jsonl line 2: not valid JSON" in err and err.count("\n") == 1, err
+    code, out, err = _run(["--forget", good, "--retain", good, "--model", str(tmp_path / "no" / "such"),
+                           "--output", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no such directory" in err, err
+
+
+def test_overlapping_forget_and_retain_sets_are_named():
+    import warnings
+
+    from alter.data.schema import QAExample
+    from alter.train import AlterTrainer
+
+    ex = QAExample("Who is Ana?", "Ana paints owls.", domain="forget")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AlterTrainer(None, None, AlterConfig(), [ex], [QAExample(ex.question, ex.answer)])
+    assert any("1 example(s) are in both the forget and the retain set" in str(w.message) for w in caught)
+
+
+def test_a_number_in_the_config_is_the_threshold():
+    import alter
+    from tests.helpers import make_tiny_llama
+
+    model = alter.wrap(make_tiny_llama(64), AlterConfig(theta=0.5))
+    assert model.theta == 0.5

@@ -74,3 +74,37 @@ def test_multiple_choice_benchmark_and_errors(tiny_dir, capsys):
     code, cap = _run(["--model", str(tiny_dir / "model"), "--adapter", str(tiny_dir), "--benchmark", "qa",
                       "--data", str(tiny_dir / "qa.json")], capsys)
     assert code == 2 and "adapter_config.json" in cap.err
+
+
+@pytest.mark.parametrize("method", ["alter", "npo"])
+def test_alter_train_runs_any_method_and_alter_eval_reads_its_run_directory(tiny_dir, capsys, method):
+    from alter.cli import train as cli_train
+
+    forget = [{"question": f"Who is {n}?", "answer": f"{n} paints owls.", "domain": "owls"} for n in ["Ana", "Bo"]]
+    (tiny_dir / "forget.json").write_text(json.dumps(forget))
+    run = tiny_dir / f"run_{method}"
+    code = cli_train.main(["--method", method, "--model", str(tiny_dir / "model"), "--forget",
+                           str(tiny_dir / "forget.json"), "--retain", str(tiny_dir / "qa.json"), "--output", str(run),
+                           "--batch-size", "2", "--phase2-epochs", "1", "--phase1-epochs", "0.5", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert (run / ("adapter" if method == "alter" else "model")).is_dir()
+    out = tiny_dir / f"eval_{method}"
+    code, cap = _run(["--model", str(tiny_dir / "model"), "--adapter", str(run), "--benchmark", "qa", "--data",
+                      str(tiny_dir / "qa.json"), "--max-new-tokens", "3", "--output", str(out), "--no-progress"],
+                     capsys)
+    assert code == 0, cap.err
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--method", "bogus"], "unknown method"),
+    (["--methods", "npo"], "--methods only applies"),
+    (["--method", "alter", "--lr", "1e-3"], "--lr and --epochs apply to a baseline"),
+    (["--benchmark", "tofu", "--data", "/no/such/dir"], "no such directory"),
+])
+def test_alter_train_method_flags_are_checked(tiny_dir, capsys, argv, expect):
+    from alter.cli import train as cli_train
+
+    code = cli_train.main(argv + ["--forget", str(tiny_dir / "qa.json"), "--retain", str(tiny_dir / "qa.json"),
+                                  "--model", str(tiny_dir / "model"), "--output", str(tiny_dir / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and expect in err, err

@@ -67,13 +67,21 @@ def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Opt
     """``(model, tokenizer)``: the base model, wrapped by an ALTER adapter or a PEFT adapter if given."""
     from alter import models
 
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        run_model = Path(adapter) / "model"
+        if (Path(adapter) / "adapter" / "adapter_config.json").is_file():   # an alter-train --output directory
+            adapter = str(Path(adapter) / "adapter")
+        elif (run_model / "config.json").is_file() and (Path(adapter) / "report.json").is_file():
+            # a full-parameter baseline's alter-train --method run
+            return models.load(str(run_model), device=device)
+        else:
+            raise UsageError(f"--adapter {adapter}: no adapter_config.json there (nor in {adapter}/adapter, "
+                             f"nor a model in {adapter}/model)")
     model, tokenizer = models.load(model_name, device=device)
     if adapter is None:
         return model, tokenizer
     path = Path(adapter)
     cfg = path / "adapter_config.json"
-    if not cfg.is_file():
-        raise UsageError(f"--adapter {adapter}: no adapter_config.json there")
     meta = json.loads(cfg.read_text())
     if meta.get("format") == "alter-adapter":
         import alter

@@ -3,6 +3,8 @@
     alter-train --forget PATH|NAME --retain PATH|NAME [--model smollm2-135m] [--output DIR]
                 [--config YAML] [--resume] [--<hyperparameter> VALUE ...]
     alter-train --demo [--quick]
+    alter-train --demo --compare [--methods ...]             # the side-by-side run on synthetic authors
+    alter-train --benchmark tofu [--data DIR] [--tofu-split report|tune] [--methods ...]
 
 Bad input (a missing file, an empty forget set, an unknown model, an unknown config key) is
 reported in one line, without a traceback (``--debug`` shows it).
@@ -21,7 +23,7 @@ from alter.cli.options import UsageError, add_config_flags, build_config
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="alter-train",
+        prog="alter-train", allow_abbrev=False,
         description="Unlearn a forget set from a causal LM with ALTER (asymmetric LoRA + token-entropy routing), "
                     "or run the demo on the embedded SmolLM2-135M-Instruct.")
     p.add_argument("--forget", metavar="PATH|NAME", help="forget set: a .json/.jsonl/.csv/.parquet file, a directory "
@@ -29,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--method", default="alter", help="unlearning method: alter (default), asymlora (ALTER without "
+                   "token entropy), or a baseline: ga, graddiff, kl, npo, npo_gd, npo_kl, rl, rmu, lora, finetune, "
+                   "retain")
+    p.add_argument("--lr", type=float, default=None, help="with a baseline --method: its learning rate (default: "
+                   "the method's own)")
+    p.add_argument("--epochs", type=float, default=None, help="with a baseline --method: epochs over the forget "
+                   "set (default: the method's own)")
     p.add_argument("--output", default=None, help="output directory (default: alter_runs/<method>-<time>)")
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file of hyperparameters (keys as below)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output; with "
@@ -46,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="with --demo: run every method (or --methods) on the "
                    "synthetic authors and print one table (forget ROUGE-L, forget quality, utility, fluency, time, "
                    "memory)")
-    p.add_argument("--methods", default=None, help="with --compare: comma-separated subset of "
+    p.add_argument("--benchmark", choices=("tofu",), default=None, help="the side-by-side comparison on real TOFU "
+                   "rows (--data): teach SmolLM2 authors 0-9 and 180-189, forget 5 of them, score every method")
+    p.add_argument("--data", default=None, metavar="DIR", help="with --benchmark tofu: the TOFU directory "
+                   "(authors.jsonl, world_facts.jsonl, real_authors.jsonl; default: ../shared/data/tofu)")
+    p.add_argument("--tofu-split", choices=("report", "tune"), default="report", help="with --benchmark tofu: "
+                   "forget authors 185-189 ('report', the table) or 180-184 ('tune', to choose settings on)")
+    p.add_argument("--methods", default=None, help="with --compare or --benchmark: comma-separated subset of "
                    "finetune,retain,ga,graddiff,kl,npo,npo_gd,npo_kl,rl,rmu,lora,asymlora,alter")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_config_flags(p)
@@ -78,11 +93,30 @@ def run_train(args) -> int:
     from alter import models
     from alter.train import AlterTrainer
 
+    from alter.baselines.registry import ALTER_NAMES, BASELINE_NAMES
+
+    method = args.method.strip().lower()
+    if method not in ALTER_NAMES + BASELINE_NAMES:
+        raise UsageError(f"--method {args.method}: unknown method; known: {', '.join(ALTER_NAMES + BASELINE_NAMES)}")
+    if method in ALTER_NAMES and (args.lr is not None or args.epochs is not None):
+        raise UsageError("--lr and --epochs apply to a baseline --method; ALTER takes --lr-phase2, --phase2-epochs, ...")
     config = build_config(args)
+    if method == "asymlora":
+        config = config.replace(token_entropy=False)
     forget, retain = _load_sets(args)
-    output = Path(args.output or f"alter_runs/alter-{time.strftime('%Y%m%d-%H%M%S')}")
+    output = Path(args.output or f"alter_runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = models.load(args.model, device=device)
+    if method not in ALTER_NAMES:
+        from alter.baselines import run_unlearning
+
+        result = run_unlearning(method, model, tokenizer, forget, retain, epochs=args.epochs, lr=args.lr,
+                                batch_size=config.batch_size, seed=config.seed, system_prompt=config.system_prompt,
+                                max_length=config.max_length, output_dir=output, progress=not args.no_progress)
+        rep = result.report
+        print(f"{method}: {rep.trainable_parameters:,} trainable parameters; saved to {output} "
+              f"(alter-eval --model {args.model} --adapter {output} ...)")
+        return 0
     trainer = AlterTrainer(model, tokenizer, config, forget, retain, output_dir=output,
                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     wrapped = trainer.train(resume=args.resume)
@@ -97,14 +131,31 @@ def run_train(args) -> int:
     return 0
 
 
+def _tofu_dir(given: Optional[str]) -> str:
+    if given:
+        if not Path(given).is_dir():
+            raise UsageError(f"--data {given}: no such directory")
+        return str(Path(given).resolve())
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        found = root.parent / "shared" / "data" / "tofu"
+        if found.is_dir():
+            return str(found)
+    raise UsageError("--benchmark tofu needs --data DIR (a directory with authors.jsonl, world_facts.jsonl and "
+                     "real_authors.jsonl)")
+
+
 def run_comparison(args) -> int:
     from alter.compare import QUICK, CompareSettings, parse_methods, run_compare
+    from alter.compare.settings import TOFU
 
     values = {"model": args.model, "methods": parse_methods(args.methods)}
+    if args.benchmark == "tofu":
+        values.update(TOFU, data_dir=_tofu_dir(args.data), tofu_split=args.tofu_split)
     if args.quick:
         values.update(QUICK)
     settings = CompareSettings(**values)
-    out = Path(args.output or ("alter_runs/compare-quick" if args.quick else "alter_runs/compare"))
+    default = f"alter_runs/tofu-{args.tofu_split}" if args.benchmark else "alter_runs/compare"
+    out = Path(args.output or ("alter_runs/compare-quick" if args.quick else default))
     run_compare(settings, out, progress=not args.no_progress, threads=args.threads, resume=args.resume)
     return 0
 
@@ -116,8 +167,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        if args.demo and args.compare:
+        if (args.demo and args.compare) or args.benchmark:
             return run_comparison(args)
+        if args.methods:
+            raise UsageError("--methods only applies to --demo --compare or --benchmark")
         if args.demo:
             from alter.demo import run_demo
             return run_demo(args)

@@ -19,6 +19,27 @@ COLUMNS = [
     ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
 ]
 
+# the TOFU benchmark's columns (alter-train --benchmark tofu): trained and reworded questions, the
+# never-taught floor, general knowledge, and the KS test of per-item forget probabilities
+TOFU_COLUMNS = [
+    ("forget_rougeL_recall", "forget ROUGE-L ↓", "{:.3f}"),
+    ("forget_reworded_rougeL_recall", "forget reworded ↓", "{:.3f}"),
+    ("forget_probability", "forget prob. ↓", "{:.3f}"),
+    ("retain_rougeL_recall", "retain ROUGE-L ↑", "{:.3f}"),
+    ("retain_reworded_rougeL_recall", "retain reworded ↑", "{:.3f}"),
+    ("never_taught_rougeL_recall", "never-taught ROUGE-L", "{:.3f}"),
+    ("world_facts_accuracy", "world facts acc.", "{:.3f}"),
+    ("real_authors_accuracy", "real authors acc.", "{:.3f}"),
+    ("forget_probability_ks_p", "KS p (forget prob. vs retain)", "{:.3g}"),
+    ("fluency_mean", "fluency proxy ↑", "{:.2f}"),
+    ("train_seconds", "wall time (s)", "{:.0f}"),
+    ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
+]
+
+
+def columns_for(rows: Sequence[Dict]) -> List:
+    return TOFU_COLUMNS if any("never_taught_rougeL_recall" in r for r in rows) else COLUMNS
+
 
 def _cell(row: Dict, key: str, fmt: str) -> str:
     value = row.get(key)
@@ -32,6 +53,7 @@ def _cell(row: Dict, key: str, fmt: str) -> str:
 
 
 def to_markdown(rows: Sequence[Dict]) -> str:
+    COLUMNS = columns_for(rows)
     head = "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     rule = "|---" * (len(COLUMNS) + 1) + "|"
     body = ["| " + row["method"] + " | " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |" for row in rows]
@@ -39,7 +61,7 @@ def to_markdown(rows: Sequence[Dict]) -> str:
 
 
 def to_csv(rows: Sequence[Dict]) -> str:
-    keys = ["method"] + [k for k, _, _ in COLUMNS] + ["forget_truth_ratio", "privleak", "fluency_var",
+    keys = ["method"] + [k for k, _, _ in columns_for(rows)] + ["forget_truth_ratio", "privleak", "fluency_var",
                                                       "total_seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")

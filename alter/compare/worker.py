@@ -34,9 +34,50 @@ class CompareData:
     world_facts: list
     holdout: list
     replay: list          # general-knowledge QA mixed into fine-tuning, disjoint from the utility sets
+    teach: list = dataclasses.field(default_factory=list)   # what the starting model learnt (besides replay)
+    forget_reworded: list = dataclasses.field(default_factory=list)
+    retain_reworded: list = dataclasses.field(default_factory=list)
+
+
+def _every(examples: list, per_group: int, group_size: int) -> list:
+    """The first ``per_group`` of each consecutive group of ``group_size`` examples."""
+    return [e for i, e in enumerate(examples) if i % group_size < per_group]
+
+
+def build_tofu_data(s: CompareSettings) -> CompareData:
+    from alter.compare.settings import TOFU_AUTHORS
+    from alter.data.tofu import load_tofu, reworded
+
+    if s.tofu_split not in ("tune", "report"):
+        raise ValueError(f"tofu_split must be 'tune' or 'report', got {s.tofu_split!r}")
+    if not s.data_dir:
+        raise ValueError("the TOFU benchmark needs data_dir (--data DIR): a directory with authors.jsonl, "
+                         "world_facts.jsonl and real_authors.jsonl")
+    tofu = load_tofu(s.data_dir)
+    forget = tofu.of(TOFU_AUTHORS[s.tofu_split])
+    retain = tofu.of(TOFU_AUTHORS["retain"], domain="retain")
+    taught = tofu.of(TOFU_AUTHORS["retain"] + TOFU_AUTHORS["tune"] + TOFU_AUTHORS["report"], domain="retain")
+    never = tofu.of(TOFU_AUTHORS["never_taught"], domain="retain")
+    per = len(tofu.authors[TOFU_AUTHORS["retain"][0]])
+    forget_eval = forget[::max(1, len(forget) // s.eval_forget)][:s.eval_forget] if s.eval_forget else forget
+    retain_eval = _every(retain, s.eval_retain_per_author, per)
+    holdout = _every(never, max(1, s.eval_never_taught // len(TOFU_AUTHORS["never_taught"])), per)
+    # general knowledge: even items are scored, odd items replayed while teaching (as the synthetic run)
+    replay = (tofu.real_authors[1::2] + tofu.world_facts[1::2]) if s.replay_general else []
+    # reworded questions: taken from the items *not* scored in the trained wording where possible
+    n = s.eval_reworded
+    forget_rw = reworded(forget[::-1], n)
+    retain_rw = reworded([e for e in retain if e not in retain_eval] or retain, n)
+    return CompareData(forget, retain, forget_eval, retain_eval, tofu.real_authors[0::2][:s.eval_general],
+                       tofu.world_facts[0::2][:s.eval_general], holdout, replay, teach=taught,
+                       forget_reworded=forget_rw, retain_reworded=retain_rw)
 
 
 def build_data(s: CompareSettings) -> CompareData:
+    if s.dataset == "tofu":
+        return build_tofu_data(s)
+    if s.dataset != "synthetic":
+        raise ValueError(f"unknown dataset {s.dataset!r}: 'synthetic' or 'tofu'")
     from alter.data.general_knowledge import real_authors, world_facts
     from alter.data.synthetic import SyntheticAuthors
 
@@ -62,7 +103,9 @@ def starting_model(s: CompareSettings, data: CompareData, progress: bool):
     """The model every unlearning method starts from: the base fine-tuned on forget + retain (cached)."""
     from alter.train.finetune import cached_finetune
 
-    return cached_finetune(s.model, data.forget + data.retain + data.replay, tag="compare", use_cache=s.use_cache,
+    taught = data.teach or (data.forget + data.retain)
+    return cached_finetune(s.model, taught + data.replay, tag=s.dataset if s.dataset != "synthetic" else "compare",
+                           use_cache=s.use_cache,
                            progress=progress, desc="teach the authors", **_finetune_settings(s))
 
 
@@ -105,6 +148,37 @@ def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool)
                         or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable}
 
 
+def _extra_sets(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:
+    """Never-taught authors and questions in a new wording (scored on generation), general-knowledge
+    accuracy (the true answer more likely than every wrong option). Empty for the synthetic run."""
+    from alter.eval.evaluators import evaluate_qa
+
+    if s.dataset != "tofu":
+        return {}
+    out: Dict = {}
+    kw = dict(batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, system_prompt=s.system_prompt,
+              progress=progress)
+    for name, exs in (("never_taught", data.holdout), ("forget_reworded", data.forget_reworded),
+                      ("retain_reworded", data.retain_reworded)):
+        if exs:
+            r = evaluate_qa(model, tok, exs, name=name, **kw)
+            out[f"{name}_rougeL_recall"] = r["rougeL_recall"]
+            out[f"{name}_probability"] = r["probability"]
+            out[f"{name}_generations"] = r["generations"]
+    for name, exs in (("world_facts", data.world_facts), ("real_authors", data.real_authors)):
+        if exs:
+            r = evaluate_qa(model, tok, exs, name=name, generate=False, **kw)
+            out[f"{name}_accuracy"] = _option_accuracy(r)
+    return out
+
+
+def _option_accuracy(result: Dict) -> Optional[float]:
+    """Share of items whose answer has a lower mean NLL than every one of its wrong options."""
+    pairs = [(m, p) for m, p in zip(result["avg_nll_per_item"], result.get("perturbed_avg_nll_per_item") or [])
+             if m is not None and p]
+    return sum(1 for m, p in pairs if m < min(p)) / len(pairs) if pairs else None
+
+
 def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None, progress: bool = True) -> Dict:
     from alter import models
     from alter.eval.evaluators import evaluate_fluency, evaluate_tofu
@@ -117,6 +191,13 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
     tofu = evaluate_tofu(model, tok, data.forget_eval, data.retain_eval, data.real_authors, data.world_facts,
                          data.holdout, reference, batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens,
                          system_prompt=s.system_prompt, progress=progress)
+    extra = _extra_sets(model, tok, s, data, progress)
+    probs = [p for p in tofu["sets"]["forget"]["probability_per_item"] if p is not None]
+    tofu["reference_stats"]["forget_probabilities"] = probs
+    ref_probs = (reference or {}).get("forget_probabilities")
+    if ref_probs and probs:
+        from alter.eval.metrics.tofu import forget_quality
+        extra["forget_probability_ks_p"] = forget_quality(probs, ref_probs)["forget_quality"]
     del model
     judge, judge_tok = models.load(s.model)                  # the original model judges fluency
     sets = tofu.get("sets", {})
@@ -131,6 +212,7 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
         "model_utility": tofu["model_utility"], "retain_rougeL_recall": tofu.get("retain_rougeL_recall"),
         "privleak": tofu.get("privleak"), "fluency_mean": fluency["mean"], "fluency_var": fluency["var"],
         **efficiency, "total_seconds": round(time.time() - t0, 1),
+        **{k: v for k, v in extra.items() if not isinstance(v, (list, dict))},
     }
     return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats")}
 

@@ -27,17 +27,49 @@ class TrainItem:
     encoded: EncodedExample
     domain_id: int                                   # expert index: 0 retain, k forget sub-domain k
     position_entropy: Optional[torch.Tensor] = None  # [T] base S_q of the distribution at each position
+    content: Optional[List[bool]] = None             # [T] answer tokens that carry content (see content_flags)
+    route_strength: float = 1.0                      # question router's held-out z of its own domain (training)
+
+
+# Words the hinge leaves alone under ``hinge_tokens="content"``: pushing "the" or "was" below the
+# runner-up breaks the grammar of an answer that should only get the fact wrong.
+FUNCTION_WORDS = frozenset("""
+a an the of in on at to for from by with about as into over under and or but nor so yet if than then
+is are was were be been being am has have had do does did will would shall should can could may might must
+it its he him his she her hers they them their theirs we us our you your i me my this that these those
+who whom whose which what where when why how there here not no also very
+""".split())
+
+
+def content_flags(tokenizer, ids: Sequence[int], labels: Sequence[int],
+                  cache: Optional[dict] = None) -> List[bool]:
+    """True for answer tokens that carry content: not special (EOS), not punctuation-only, not a function word.
+
+    ``cache`` (token id -> flag) may be shared between calls with the same tokenizer."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    cache = {} if cache is None else cache
+    out = []
+    for t, lab in zip(ids, labels):
+        if lab == IGNORE_INDEX or t in special:
+            out.append(False)
+            continue
+        if t not in cache:
+            text = tokenizer.decode([t]).strip().lower()
+            cache[t] = any(c.isalnum() for c in text) and text not in FUNCTION_WORDS
+        out.append(cache[t])
+    return out
 
 
 def encode_items(tokenizer, examples: Sequence, domain_ids: Sequence[int], *, system_prompt=None,
                  max_length: int = 256) -> List[TrainItem]:
     items = []
+    flags: dict = {}
     for ex, d in zip(examples, domain_ids):
         enc = encode_qa(tokenizer, ex.question, ex.answer, system_prompt=system_prompt, max_length=max_length)
         if not any(label != IGNORE_INDEX for label in enc.labels):
             raise ValueError(f"example {getattr(ex, 'id', None) or ex.question[:60]!r} has no answer tokens left "
                              f"after truncation to max_length={max_length}")
-        items.append(TrainItem(enc, int(d)))
+        items.append(TrainItem(enc, int(d), content=content_flags(tokenizer, enc.input_ids, enc.labels, flags)))
     return items
 
 
@@ -49,16 +81,20 @@ def collate_items(items: Sequence[TrainItem], pad_token_id: int) -> dict:
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
     ent = torch.full((B, T), float("inf"))
+    content = torch.zeros((B, T), dtype=torch.bool)
     have_entropy = all(it.position_entropy is not None for it in items)
     for i, it in enumerate(items):
         n = len(it.encoded.input_ids)
         ids[i, :n] = torch.tensor(it.encoded.input_ids)
         labels[i, :n] = torch.tensor(it.encoded.labels)
         mask[i, :n] = 1
+        if it.content is not None:
+            content[i, :n] = torch.tensor(it.content, dtype=torch.bool)
         if have_entropy:
             ent[i, :n] = it.position_entropy
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
-             "domain": torch.tensor([it.domain_id for it in items], dtype=torch.long)}
+             "domain": torch.tensor([it.domain_id for it in items], dtype=torch.long), "content": content,
+             "route_strength": torch.tensor([it.route_strength for it in items], dtype=torch.float32)}
     if have_entropy:
         batch["position_entropy"] = ent
     return batch

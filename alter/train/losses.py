@@ -24,6 +24,14 @@ import alter_kernels
 from alter.data.prompts import IGNORE_INDEX
 
 
+def selected_positions(labels: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Flat indices into ``[B * (T-1)]`` of the positions the losses read: answer positions
+    (labels != -100) without ``attention_mask``, every position with a real next token with it."""
+    lb = labels[:, 1:].reshape(-1)
+    keep = lb != IGNORE_INDEX if attention_mask is None else attention_mask[:, 1:].reshape(-1).bool()
+    return keep.to(labels.device).nonzero().squeeze(1)
+
+
 def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.Tensor, theta: float,
             attention_mask: Optional[torch.Tensor] = None):
     """Flattened ``(logits [M, V], labels [M], high [M], row [M], answer [M])``.
@@ -32,13 +40,12 @@ def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.
     it, every position whose next token is real (prompt and answer), ``answer`` telling which.
     """
     B, T, V = logits.shape
+    idx = selected_positions(labels, attention_mask).to(logits.device)
     lg = logits[:, :-1].reshape(-1, V)
-    lb = labels[:, 1:].reshape(-1)
+    lb = labels[:, 1:].reshape(-1).to(lg.device)
     ent = position_entropy[:, :-1].reshape(-1).to(lg.device)
     row = torch.arange(B, device=lg.device).repeat_interleave(T - 1)
     answer = lb != IGNORE_INDEX
-    keep = answer if attention_mask is None else attention_mask[:, 1:].reshape(-1).to(lg.device).bool()
-    idx = keep.nonzero().squeeze(1)
     return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx], answer[idx]
 
 
@@ -62,17 +69,21 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
                   is_forget_row: torch.Tensor, *, margin: float, lambda_forget: float, lambda_retain: float,
                   lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
                   lambda_route: float = 0.0, attention_mask: Optional[torch.Tensor] = None,
-                  struct_tokens: str = "all") -> Dict[str, torch.Tensor]:
+                  struct_tokens: str = "all", content: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """The phase II terms; ``struct_tokens="all"`` (needs ``attention_mask``) puts the structural KL on
     every high-entropy position with a real next token, prompt included, not only answer positions."""
-    mask = attention_mask if struct_tokens == "all" else None
+    mask = attention_mask if struct_tokens in ("all", "non_hinge") else None
     lg, lb, high, row, answer = aligned(logits, labels, position_entropy, theta, mask)
     forget = is_forget_row.to(lg.device)[row]
+    hinge_rows = answer
+    if content is not None:     # the hinge only on content tokens (AlterConfig.hinge_tokens)
+        flat = content[:, 1:].reshape(-1).to(lg.device)
+        hinge_rows = answer & flat[selected_positions(labels, mask).to(lg.device)]
     zero = logits.sum() * 0.0
     parts: Dict[str, torch.Tensor] = {}
     total = zero
 
-    sel = forget & ~high & answer
+    sel = forget & ~high & hinge_rows
     violating = torch.zeros((), dtype=torch.long)
     if lambda_forget and bool(sel.any()):
         parts["forget"] = alter_kernels.hinge_forget_loss(lg[sel], lb[sel], margin)
@@ -82,11 +93,12 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     if lambda_retain and bool(sel.any()):
         parts["retain"] = F.cross_entropy(lg[sel].float(), lb[sel])
         total = total + lambda_retain * parts["retain"]
-    if lambda_struct and base_logits is not None and bool(high.any()):
-        B, T, V = base_logits.shape
+    # the structural KL: on high-entropy positions, or (non_hinge) on every position the hinge does not push
+    kl_rows = ~(forget & ~high & hinge_rows) if struct_tokens == "non_hinge" else high
+    if lambda_struct and base_logits is not None and bool(kl_rows.any()):
         blg = aligned(base_logits, labels, position_entropy, theta, mask)[0]
-        log_p_model = F.log_softmax(lg[high].float(), dim=-1)
-        log_p_base = F.log_softmax(blg[high].float(), dim=-1)
+        log_p_model = F.log_softmax(lg[kl_rows].float(), dim=-1)
+        log_p_base = F.log_softmax(blg[kl_rows].float(), dim=-1)
         parts["struct"] = F.kl_div(log_p_model, log_p_base, log_target=True, reduction="batchmean")
         total = total + lambda_struct * parts["struct"]
     if lambda_route and route_loss is not None:
@@ -94,7 +106,7 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
         total = total + lambda_route * route_loss
     out = {k: v.detach() for k, v in parts.items()}
     out["loss"] = total
-    out["forget_tokens"] = (forget & ~high & answer).sum()
+    out["forget_tokens"] = (forget & ~high & hinge_rows).sum()
     out["forget_violating"] = violating
     out["high_tokens"] = high.sum()
     return out

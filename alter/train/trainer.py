@@ -32,6 +32,7 @@ from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.data.prompts import IGNORE_INDEX, pad_id
 from alter.model import AlterModel, shift_entropy, wrap
+from alter.question_router import QuestionRouter, capture_features
 from alter.threshold import resolve_theta
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
@@ -114,10 +115,15 @@ class AlterTrainer:
             if not isinstance(model, AlterModel):
                 raise ValueError("config is required unless model is an already wrapped AlterModel")
             config = model.alter_config
-        self.config = config
+        self.config = config.replace() if isinstance(config, AlterConfig) else config   # never mutate the caller's
         self.tokenizer = tokenizer
         self.forget = list(forget)
         self.retain = list(retain)
+        overlap = {(e.question, e.answer) for e in self.forget} & {(e.question, e.answer) for e in self.retain}
+        if overlap:
+            import warnings
+            warnings.warn(f"{len(overlap)} example(s) are in both the forget and the retain set (e.g. "
+                          f"{next(iter(overlap))[0][:60]!r}); they are unlearned and retained at once", stacklevel=2)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.checkpoint_every = int(checkpoint_every)
         self.log_every = max(1, int(log_every))
@@ -164,7 +170,13 @@ class AlterTrainer:
                 names = self._forget_domain_names()
             else:
                 names = [f"forget_{k}" for k in range(auto_k)]
-            cfg.forget_domains = names
+            given = list(cfg.forget_domains)
+            if given != ["forget"] and auto_k is None:         # the user named the domains: keep their order
+                if set(given) != set(names):
+                    raise ValueError(f"config forget_domains {given} do not match the forget data's domains "
+                                     f"{names}; fix one of them (or leave forget_domains at its default)")
+                names = given
+            cfg.forget_domains = names                          # cfg is this trainer's copy
             model = wrap(self._raw_model, cfg)
         model.to(self.accelerator.device)
         self.model = model
@@ -181,12 +193,10 @@ class AlterTrainer:
                 forget_ids.append(model.domain_index(d))
         self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
                                   system_prompt=cfg.system_prompt, max_length=cfg.max_length)
-        if cfg.token_entropy:
-            answer_entropies = self._base_entropy_pass()
-        else:                                    # AsymLoRA ablation: every token counts as low entropy
+        if not cfg.token_entropy:                # AsymLoRA ablation: every token counts as low entropy
             for it in self.items:
                 it.position_entropy = torch.zeros(len(it.encoded.input_ids))
-            answer_entropies = torch.zeros(0)
+        answer_entropies = self._base_entropy_pass()
         if model.theta is None:
             model.set_theta(resolve_theta(cfg.theta, answer_entropies))
         theta = model.theta
@@ -195,32 +205,74 @@ class AlterTrainer:
             "answer_tokens": int(answer_entropies.numel()), "frac_high": high,
             "median": float(answer_entropies.median()) if answer_entropies.numel() else float("nan"),
             "theta_rule": str(cfg.theta), "q": cfg.q})
+        if getattr(self, "router_calibration", None):
+            self.report.entropy_summary["question_router"] = self.router_calibration
         self.answer_entropies = answer_entropies
         if cfg.init == "centroid" and not isinstance(self._raw_model, AlterModel):
             centroid_init_routers(model, self.items, theta, self._pad(), self._batch_size_eval())
         return model
 
     def _base_entropy_pass(self) -> torch.Tensor:
-        """Entropy at every position of every item (no grad, adapters off); returns the answer tokens'."""
+        """Entropy at every position of every item (no grad, adapters off); returns the answer tokens'.
+
+        With a question router the same pass also fits it (:meth:`_fit_question_router`)."""
         model = self.model
+        router = model.question_router
+        fit_router = router is not None and not router.fitted
+        need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
-        answer = []
-        todo = [i for i in order if self.items[i].position_entropy is None]
-        for s in tqdm(range(0, len(todo), bs), desc="entropy pass", disable=not self._show_progress(), leave=False):
+        todo = [i for i in order if (need_entropy and self.items[i].position_entropy is None) or fit_router]
+        features: Dict[int, torch.Tensor] = {}
+        for s in tqdm(range(0, len(todo), bs), desc="base pass", disable=not self._show_progress(), leave=False):
             idx = todo[s:s + bs]
             batch = collate_items([self.items[i] for i in idx], self._pad())
             ids = batch["input_ids"].to(model.device)
             mask = batch["attention_mask"].to(model.device)
-            ent = model.position_entropy(ids, mask).float().cpu()
-            for j, i in enumerate(idx):
-                n = len(self.items[i].encoded.input_ids)
-                self.items[i].position_entropy = ent[j, :n].clone()
+            if fit_router:
+                sink: List[torch.Tensor] = []
+                with capture_features(model.model, router.layer, sink):
+                    ent = model.position_entropy(ids, mask).float().cpu()
+                for j, i in enumerate(idx):          # the router matches prompt tokens (what generate sees)
+                    features[i] = sink[-1][j, :self.items[i].encoded.prompt_length].float().cpu()
+            else:
+                ent = model.position_entropy(ids, mask).float().cpu()
+            if need_entropy:
+                for j, i in enumerate(idx):
+                    n = len(self.items[i].encoded.input_ids)
+                    self.items[i].position_entropy = ent[j, :n].clone()
+        if fit_router:
+            self._fit_question_router(features)
+        if not need_entropy:
+            return torch.empty(0)
+        answer = []
         for it in self.items:
             labels = torch.tensor(it.encoded.labels)
             sel = labels[1:] != IGNORE_INDEX
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
+
+    def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
+        """Banks and threshold from the training prompts; each forget item's held-out strength.
+
+        Continual unlearning (a router already calibrated, a new empty domain): only the new
+        domain's bank is filled, the threshold and earlier banks stay as they are."""
+        router = self.model.question_router
+        order = sorted(features)
+        domains = [self.items[i].domain_id for i in order]
+        empty = [k for k, b in enumerate(router.banks) if b.numel() == 0]
+        if router.calibration and empty:
+            for k in empty:
+                rows = [features[i] for i, d in zip(order, domains) if d == k]
+                if not rows:
+                    raise ValueError(f"no training prompt for the new domain {self.model.domains[k]!r}")
+                router.set_bank(k, torch.cat(rows))
+            return
+        cal = router.fit([features[i] for i in order], domains, max_bank=self.config.router_bank_size,
+                         seed=self.config.seed)
+        for i, z in zip(order, router.loo_strength(domains).tolist()):
+            self.items[i].route_strength = float(z)
+        self.router_calibration = cal
 
     # ------------------------------------------------------------------ running
     def _show_progress(self) -> bool:
@@ -253,8 +305,11 @@ class AlterTrainer:
         plans = {}
         if cfg.phase1_epochs > 0 and forget_domains is None and cfg.token_entropy:
             plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
+        # with the question router no retain question reaches a forget expert, and only forget experts
+        # train in phase II: a retain batch would carry no gradient, so none is run
+        per_forget = 0.0 if self.model.question_router is not None else cfg.retain_per_forget
         plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs,
-                                      cfg.retain_per_forget, cfg.seed)
+                                      per_forget, cfg.seed)
         return plans
 
     def _step(self, phase: str, batch: dict, train_model) -> Dict[str, torch.Tensor]:
@@ -283,16 +338,25 @@ class AlterTrainer:
             return out
         domain = batch["domain"].to(device)
         where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
-        need_base = cfg.lambda_struct > 0 and bool((where & (pos_ent[:, :-1] >= theta)).any())
+        need_base = cfg.lambda_struct > 0 and (cfg.struct_tokens == "non_hinge"
+                                               or bool((where & (pos_ent[:, :-1] >= theta)).any()))
         base_logits = model.base_forward(ids, mask).logits if need_base else None
-        with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[],
-                               route_all_tokens=cfg.route_tokens == "all"):
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
-            route = model.state.pop_route_loss()
+        if model.question_router is not None:
+            # the gates inference gives a question of this domain (its held-out router strength on the
+            # high-entropy mix), not a teacher-forced one-hot: phase II trains what runs at inference
+            u = QuestionRouter.forced_logits(domain, batch["route_strength"].to(device), len(model.domains))
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, router_logits=u).logits
+            route = None
+        else:
+            with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[],
+                                   route_all_tokens=cfg.route_tokens == "all"):
+                logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+                route = model.state.pop_route_loss()
+        content = batch["content"].to(device) if cfg.hinge_tokens == "content" else None
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
-                             attention_mask=mask, struct_tokens=cfg.struct_tokens)
+                             attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content)
 
     def _domain_balance(self) -> torch.Tensor:
         """Per-domain weights ``n / (E * n_d)`` over the training items: phase I sees every example once,
@@ -313,7 +377,11 @@ class AlterTrainer:
         if phase == "phase1":
             model.set_trainable(shared=True, experts=[0], routers=self._router_warmup())
         elif only_expert is not None:
-            model.set_trainable(shared=False, experts=[only_expert], routers=True)
+            model.set_trainable(shared=False, experts=[only_expert], routers=model.question_router is None)
+        elif model.question_router is not None:
+            # question routing: phase II trains the forget experts alone; A and B_R keep their phase I
+            # values, so deleting a forget expert gives back exactly the phase I model
+            model.set_trainable(shared=False, experts=list(range(1, len(model.domains))), routers=False)
         else:
             model.set_trainable(shared=True, experts=list(range(len(model.domains))), routers=True)
 

@@ -1,0 +1,283 @@
+"""The question router: one routing decision per sequence, shared by every adapted layer.
+
+Deviation from the paper's per-layer, per-token routers (documented in ``docs/method.md``,
+"Routing"). Measured on real TOFU rows, per-layer linear probes trained for a few steps send a
+third of the (token, layer) decisions of *retain* questions to a forget expert, and a forget
+expert mixed into a retain answer destroys it. This router decides by the question instead:
+
+- Features: the base model's hidden states at one decoder layer (``router_layer``; by default
+  the block at a quarter of the depth, measured best on TOFU in docs/method.md) for every token of the prompt, L2-normalised. They come from the base pass
+  that already computes the token entropies, so routing costs no extra forward.
+- Memory: one bank of token features per domain, from the training prompts (retain and each
+  forget sub-domain).
+- Evidence for forget domain k at token t: ``e_k(t) = max cos(h_t, bank_k) - max cos(h_t,
+  bank_retain)``. Tokens every prompt shares (chat template, question words) match both banks
+  alike and give ~0; a token that only the forget prompts have (the author's name, and the
+  tokens after it, which carry it) gives a clear positive value. The question's score is
+  ``s_k = max_t e_k(t)``.
+- Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
+  retain expert otherwise. ``threshold`` is calibrated on the training prompts themselves,
+  leave-one-out (each prompt scored against banks without its own tokens), as the midpoint that
+  best separates forget from retain prompts; the leave-one-out accuracy is reported.
+- Router logits for the entropy-dispatched gates (:func:`alter_kernels.route`):
+  ``u = [0, z_1, ..., z_K]`` with ``z_k = (s_k - threshold) / spread`` for the chosen expert
+  and a large negative value for every expert not chosen, so a retain question never mixes in
+  a forget expert, and a forget question mixes only its own with the retain expert on
+  high-entropy tokens.
+
+Shapes: features ``[B, T, d]``, token mask ``[B, T]`` (bool), scores ``[B, K]``, logits ``[B, 1+K]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EXCLUDED = -1.0e4      # router logit of an expert the question is not routed to
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer's list of decoder blocks (the ``nn.ModuleList`` of ``num_hidden_layers`` modules)."""
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (n is None or len(module) == n):
+            return module
+    raise ValueError("the question router needs a model with a list of decoder blocks (an nn.ModuleList of "
+                     "config.num_hidden_layers modules); none was found")
+
+
+def resolve_layer(model: nn.Module, router_layer: int) -> int:
+    """The block index of ``router_layer``; negative means a quarter of the depth (block 7 of 30)."""
+    n = len(decoder_layers(model))
+    index = n // 4 if router_layer < 0 else int(router_layer)
+    if not 0 <= index < n:
+        raise ValueError(f"router_layer must be in [0, {n}) for this model (or negative for the default), "
+                         f"got {router_layer}")
+    return index
+
+
+@contextlib.contextmanager
+def capture_features(model: nn.Module, layer_index: int, sink: List[torch.Tensor]) -> Iterator[None]:
+    """Append the output hidden states ``[B, T, d]`` of decoder block ``layer_index`` to ``sink``."""
+    block = decoder_layers(model)[layer_index]
+
+    def hook(module, args, output):
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        sink.append(hidden.detach())
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+def _best_match(feats: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``max_j cos(feats[i], bank[j])`` for normalised rows: ``[N]`` (``-1`` for an empty bank)."""
+    if bank.numel() == 0:
+        return torch.full((feats.shape[0],), -1.0, device=feats.device)
+    best = []
+    for s in range(0, feats.shape[0], chunk):
+        best.append((feats[s:s + chunk] @ bank.T).amax(dim=1))
+    return torch.cat(best)
+
+
+class QuestionRouter(nn.Module):
+    """Token-feature banks per domain, a calibrated threshold, and the per-question decision."""
+
+    def __init__(self, num_domains: int, dim: int, layer: int, threshold: float = 0.0, spread: float = 1.0):
+        super().__init__()
+        if num_domains < 1:
+            raise ValueError(f"num_domains must be >= 1, got {num_domains}")
+        self.layer = int(layer)
+        self.threshold = float(threshold)
+        self.spread = float(spread)
+        self.dim = int(dim)
+        self._count = 0
+        for _ in range(num_domains):
+            self.add_domain()
+        self.calibration: dict = {}
+        self.loo_scores: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ banks
+    @property
+    def banks(self) -> List[torch.Tensor]:
+        return [getattr(self, f"bank_{k}") for k in range(self._count)]
+
+    def _set_banks(self, banks: Sequence[torch.Tensor]) -> None:
+        device = self.bank_0.device if self._count else None
+        for k in range(self._count):
+            delattr(self, f"bank_{k}")
+        self._count = 0
+        for b in banks:
+            self.register_buffer(f"bank_{self._count}", b.to(device) if device is not None else b, persistent=False)
+            self._count += 1
+
+    @property
+    def num_domains(self) -> int:
+        return self._count
+
+    @property
+    def fitted(self) -> bool:
+        return self.banks[0].numel() > 0 and all(b.numel() > 0 for b in self.banks[1:])
+
+    def add_domain(self) -> int:
+        device = self.bank_0.device if self._count else None
+        self.register_buffer(f"bank_{self._count}", torch.zeros(0, self.dim, device=device), persistent=False)
+        self._count += 1
+        return self._count - 1
+
+    def set_bank(self, index: int, rows: torch.Tensor, normalise: bool = True) -> None:
+        rows = _normalise(rows) if normalise else rows.float()
+        setattr(self, f"bank_{index}", rows.to(getattr(self, f"bank_{index}").device))
+
+    def remove_domain(self, index: int) -> None:
+        self._set_banks([b for k, b in enumerate(self.banks) if k != index])
+
+    def state_tensors(self) -> Dict[str, torch.Tensor]:
+        return {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}
+
+    def load_state_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
+        for k in range(self.num_domains):
+            key = f"question_router.bank.{k}"
+            if key not in tensors:
+                raise ValueError(f"adapter weights lack {key} (the question router's bank of domain {k})")
+            self.set_bank(k, tensors[key], normalise=False)
+
+    def metadata(self) -> dict:
+        return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
+                "calibration": self.calibration}
+
+    # ------------------------------------------------------------------ scoring
+    def scores(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, K]``: per forget domain, the largest per-token evidence ``e_k(t)`` over real tokens."""
+        B, T, d = features.shape
+        feats = _normalise(features.reshape(B * T, d))
+        dev = feats.device
+        retain = _best_match(feats, self.banks[0].to(dev))
+        out = []
+        valid = torch.ones(B * T, dtype=torch.bool, device=dev) if token_mask is None \
+            else token_mask.reshape(-1).to(dev).bool()
+        for bank in self.banks[1:]:
+            ev = (_best_match(feats, bank.to(dev)) - retain).masked_fill(~valid, float("-inf"))
+            out.append(ev.view(B, T).amax(dim=1))
+        if not out:
+            return torch.zeros(B, 0, device=dev)
+        return torch.stack(out, dim=1)
+
+    def logits_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """``[B, 1+K]`` router logits: 0 for retain, ``z_k`` for the chosen forget expert, EXCLUDED else."""
+        B, K = scores.shape
+        z = (scores - self.threshold) / self.spread
+        u = torch.full((B, K + 1), EXCLUDED, device=scores.device)
+        u[:, 0] = 0.0
+        if K:
+            best, arg = z.max(dim=1)
+            chosen = best > 0
+            u[chosen, 1 + arg[chosen]] = best[chosen]
+        return u
+
+    def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.logits_from_scores(self.scores(features, token_mask))
+
+    @staticmethod
+    def forced_logits(domain: torch.Tensor, strength: torch.Tensor, num_domains: int) -> torch.Tensor:
+        """Training: the logits of an ideal router, rows sent to ``domain`` with ``z = strength``."""
+        B = domain.shape[0]
+        u = torch.full((B, num_domains), EXCLUDED, device=domain.device)
+        u[:, 0] = 0.0
+        rows = (domain > 0).nonzero().squeeze(1)
+        u[rows, domain[rows]] = strength[rows].to(u.dtype)
+        return u
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, features: Sequence[torch.Tensor], domains: Sequence[int], max_bank: int = 50000,
+            seed: int = 0) -> dict:
+        """Build the banks from per-prompt token features ``[T_i, d]`` and calibrate the threshold.
+
+        Returns the calibration: leave-one-out scores of every prompt, the threshold, the
+        leave-one-out accuracy on forget and on retain prompts. ``max_bank`` caps each bank
+        (rows drawn at random, seeded).
+        """
+        if len(features) != len(domains):
+            raise ValueError(f"{len(features)} feature sets for {len(domains)} domain labels")
+        K = self.num_domains
+        gen = torch.Generator().manual_seed(seed)
+        rows, owners = [[] for _ in range(K)], [[] for _ in range(K)]
+        for i, (f, d) in enumerate(zip(features, domains)):
+            if not 0 <= d < K:
+                raise ValueError(f"domain index {d} out of range for {K} domains")
+            rows[d].append(_normalise(f.reshape(-1, f.shape[-1])).cpu())
+            owners[d].append(torch.full((f.reshape(-1, f.shape[-1]).shape[0],), i, dtype=torch.long))
+        for k in range(K):
+            if not rows[k]:
+                raise ValueError(f"the question router has no training prompt for domain {k}")
+            bank, owner = torch.cat(rows[k]), torch.cat(owners[k])
+            if bank.shape[0] > max_bank:
+                keep = torch.randperm(bank.shape[0], generator=gen)[:max_bank]
+                bank, owner = bank[keep], owner[keep]
+            rows[k], owners[k] = bank, owner
+        for k in range(K):
+            self.set_bank(k, rows[k], normalise=False)
+        # leave-one-out scores: each prompt against the banks without its own rows
+        loo = torch.empty(len(features), max(K - 1, 0))
+        for i, f in enumerate(features):
+            feats = _normalise(f.reshape(-1, f.shape[-1])).cpu()
+            best = []
+            for k in range(K):
+                sims = feats @ rows[k].T
+                sims[:, owners[k] == i] = float("-inf")
+                best.append(sims.amax(dim=1).clamp(min=-1.0) if sims.shape[1] else torch.full((feats.shape[0],), -1.0))
+            for k in range(1, K):
+                loo[i, k - 1] = (best[k] - best[0]).max()
+        domains_t = torch.as_tensor(list(domains))
+        own = torch.where(domains_t > 0, loo.gather(1, (domains_t.clamp(min=1) - 1).unsqueeze(1)).squeeze(1),
+                          loo.max(dim=1).values if K > 1 else torch.zeros(len(features)))
+        forget_s, retain_s = own[domains_t > 0], own[domains_t == 0]
+        self.threshold, acc_f, acc_r = _best_threshold(forget_s, retain_s)
+        above = forget_s[forget_s > self.threshold]
+        self.spread = float((above.median() - self.threshold).clamp(min=1e-3)) if above.numel() else 1.0
+        self.calibration = {"threshold": self.threshold, "spread": self.spread,
+                            "loo_forget_recall": acc_f, "loo_retain_specificity": acc_r,
+                            "forget_prompts": int(forget_s.numel()), "retain_prompts": int(retain_s.numel()),
+                            "bank_rows": [int(b.shape[0]) for b in self.banks]}
+        self.loo_scores = loo
+        return self.calibration
+
+    def loo_strength(self, domains: Sequence[int], low: float = 0.5, high: float = 3.0) -> torch.Tensor:
+        """Per training prompt, the ``z`` its own domain got leave-one-out, clamped to ``[low, high]``:
+        the strength of the teacher-forced high-entropy mix in training, as a held-out wording would get."""
+        d = torch.as_tensor(list(domains))
+        z = torch.zeros(len(d))
+        forget = d > 0
+        if forget.any():
+            s = self.loo_scores[forget].gather(1, (d[forget] - 1).unsqueeze(1)).squeeze(1)
+            z[forget] = ((s - self.threshold) / self.spread).clamp(low, high)
+        return z
+
+
+def _best_threshold(forget: torch.Tensor, retain: torch.Tensor):
+    """The midpoint between sorted scores that maximises balanced accuracy (ties: the larger margin)."""
+    if forget.numel() == 0:
+        return 0.0, float("nan"), float("nan")
+    if retain.numel() == 0:
+        t = float(forget.min()) - 1e-3
+        return t, 1.0, float("nan")
+    values = torch.cat([forget, retain]).sort().values
+    cands = torch.cat([values[:1] - 1e-3, (values[1:] + values[:-1]) / 2, values[-1:] + 1e-3])
+    rec = (forget.unsqueeze(0) > cands.unsqueeze(1)).float().mean(1)
+    spec = (retain.unsqueeze(0) <= cands.unsqueeze(1)).float().mean(1)
+    bal = rec + spec
+    best = bal.max()
+    ties = (bal >= best - 1e-9).nonzero().squeeze(1)
+    # among equally good cuts, the middle of the widest run keeps the largest margin on both sides
+    t = float(cands[ties[len(ties) // 2]])
+    return t, float(rec[ties[len(ties) // 2]]), float(spec[ties[len(ties) // 2]])
