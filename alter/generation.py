@@ -17,6 +17,7 @@ same tokens either way. Beam search is not supported (it reorders rows between s
 
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional
 
 import torch
@@ -155,23 +156,29 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
         return _generate_all_low(wrapper, input_ids, attention_mask, **kwargs)
     source = wrapper.alter_config.entropy_source
     use_base = source == "base"
-    features = []
-    router = wrapper.question_router
-    if router is not None:
-        with capture_features(wrapper.model, router.layer, features):
-            out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
-        router_logits = wrapper.question_router_logits(features[-1], attention_mask)
-    else:
-        out = wrapper.base_forward(input_ids, attention_mask, use_cache=use_base)
-        router_logits = None
-    q = wrapper.alter_config.q
-    per_position = alter_kernels.tsallis_entropy(out.logits.detach(), q)
+    router_logits = None
+    if use_base:      # the base model runs alongside: its prompt pass keeps a KV cache and full logits
+        features = []
+        router = wrapper.question_router
+        with contextlib.ExitStack() as stack:
+            if router is not None:
+                stack.enter_context(capture_features(wrapper.model, router.layer, features))
+            out = wrapper.base_forward(input_ids, attention_mask, use_cache=True)
+        if features:
+            router_logits = wrapper.question_router_logits(features[-1], attention_mask)
+        per_position = alter_kernels.tsallis_entropy(out.logits.detach(), wrapper.alter_config.q)
+        base_cache = out.past_key_values
+        del out
+    else:             # one chunked base pass (no [B, P, V] logits) gives the entropies and the router's features
+        per_position, features = wrapper.routing_inputs(input_ids, attention_mask)
+        if features is not None:
+            router_logits = wrapper.question_router_logits(features, attention_mask)
+        base_cache = None
     prompt_entropy = shift_entropy(per_position, attention_mask)
     # with the base source the base pass already knows the first generated token's entropy;
     # with the adapted source the prefill's own last logits give it (recorded by the hook)
-    session = _EntropySession(wrapper, prompt_entropy, base_cache=out.past_key_values if use_base else None,
+    session = _EntropySession(wrapper, prompt_entropy, base_cache=base_cache,
                               first_entropy=per_position[:, -1] if use_base else None)
-    del out
 
     def pre_hook(module, args, call_kwargs):
         ids = call_kwargs.get("input_ids", args[0] if args else None)
