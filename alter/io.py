@@ -71,22 +71,45 @@ def load_tensors(path, device="cpu") -> Dict[str, torch.Tensor]:
     return load_file(str(path), device=str(device))
 
 
+def _backup_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def recover_directory(target) -> None:
+    """Finish a directory swap that a crash interrupted between its two renames.
+
+    The swap moves ``target`` to a fixed backup name, then the new copy to ``target``. If the
+    process died in between, ``target`` is missing and the backup holds the last good copy: it
+    is moved back. A backup left beside a complete ``target`` is removed."""
+    target = Path(target)
+    old = _backup_path(target)
+    if not old.exists():
+        return
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(old, target)
+        _fsync_dir(target.parent)
+
+
 @contextlib.contextmanager
 def atomic_directory(target) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``target`` as a whole.
 
-    If the block raises, ``target`` is left exactly as it was and the temporary is removed.
+    If the block raises, ``target`` is left exactly as it was and the temporary is removed; if the
+    process dies during the swap, the next :func:`recover_directory` (called here and by the
+    readers of adapters and checkpoints) brings the old copy back.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
     try:
         yield tmp
         _fsync_dir(tmp)
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=str(target.parent)))
-            os.rmdir(old)
+            old = _backup_path(target)
             os.replace(target, old)
         os.replace(tmp, target)
         _fsync_dir(target.parent)

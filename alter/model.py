@@ -359,6 +359,7 @@ def wrap(model: nn.Module, config: Optional[AlterConfig] = None, *, theta: Optio
 def read_adapter_config(directory) -> dict:
     import json
     directory = Path(directory)
+    alter_io.recover_directory(directory)
     path = directory / ADAPTER_CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"no ALTER adapter in {directory}: {ADAPTER_CONFIG} is missing")

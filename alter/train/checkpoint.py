@@ -63,6 +63,9 @@ def latest_checkpoint(directory) -> Optional[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return None
+    for entry in list(directory.iterdir()):            # a swap a crash interrupted: bring the old copy back
+        if entry.name.startswith(".") and entry.name.endswith(".old"):
+            alter_io.recover_directory(directory / entry.name[1:-len(".old")])
     found = sorted(p for p in directory.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file())
     return found[-1] if found else None
 
