@@ -339,3 +339,12 @@ def test_prepare_keeps_the_callers_config_and_checks_named_domains(tiny_tokenize
     tr = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, wrong, FORGET, RETAIN, progress=False)
     with pytest.raises(ValueError, match=r"forget_domains \['cy'\] do not match"):
         tr.prepare()
+
+
+def test_resume_refuses_a_changed_setting(tiny_tokenizer, tmp_path):
+    tr = _trainer(tiny_tokenizer, tmp_path)
+    tr.checkpoint_every = 1
+    tr.train()
+    again = _trainer(tiny_tokenizer, tmp_path, batch_size=3)
+    with pytest.raises(ValueError, match=r"batch_size changed \(2 -> 3\)"):
+        again.train(resume=True)

@@ -48,6 +48,8 @@ def save_checkpoint(directory, model, optimizer: torch.optim.Optimizer, progress
     target = directory / f"step-{int(progress['global_step']):07d}"
     tensors, scalars, groups = _split_optimizer_state(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     with alter_io.atomic_directory(target) as tmp:
         model.save_adapter(tmp / "adapter")
         alter_io.atomic_save_tensors(tmp / OPTIM_FILE, tensors)
@@ -93,3 +95,5 @@ def restore_optimizer(checkpoint, optimizer: torch.optim.Optimizer) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])

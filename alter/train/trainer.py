@@ -476,7 +476,7 @@ class AlterTrainer:
         if not self.accelerator.is_main_process:
             return
         progress = {**progress, "theta": self.model.theta, "domains": self.model.domains,
-                    "report_phases": self.report.phases}
+                    "report_phases": self.report.phases, "config": self.config.to_dict()}
         ckpt.save_checkpoint(self.output_dir / "checkpoints", self.model, optimizer, progress)
 
     # ------------------------------------------------------------------ entry points
@@ -505,6 +505,12 @@ class AlterTrainer:
         if progress["domains"] != model.domains:
             raise ValueError(f"checkpoint {found} has domains {progress['domains']}, this run has {model.domains}; "
                              "resume with the same data and config")
+        saved, now = progress.get("config") or {}, json.loads(json.dumps(self.config.to_dict()))
+        changed = [k for k in now if k in saved and saved[k] != now[k]]
+        if changed:
+            k = changed[0]
+            raise ValueError(f"cannot resume from {found}: {k} changed ({saved[k]!r} -> {now[k]!r}); a resumed run "
+                             "must be the run it continues (same config), or start a new --output")
         model.load_adapter_state_dict(alter_io.load_tensors(found / "adapter" / "adapter_model.safetensors",
                                                             device=model.device))
         model.set_theta(progress["theta"])
