@@ -348,3 +348,24 @@ def test_resume_refuses_a_changed_setting(tiny_tokenizer, tmp_path):
     again = _trainer(tiny_tokenizer, tmp_path, batch_size=3)
     with pytest.raises(ValueError, match=r"batch_size changed \(2 -> 3\)"):
         again.train(resume=True)
+
+
+def test_a_non_finite_loss_stops_before_the_optimizer_step(tiny_tokenizer, tmp_path):
+    tr = _trainer(tiny_tokenizer, tmp_path, phase1_epochs=0)
+    tr.checkpoint_every = 1
+    model = tr.prepare()
+    real_step, calls = tr._step, [0]
+
+    def poisoned(phase, batch, train_model):
+        out = real_step(phase, batch, train_model)
+        calls[0] += 1
+        if calls[0] == 2:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    tr._step = poisoned
+    with pytest.raises(FloatingPointError, match="phase2 step 2: the loss is nan"):
+        tr.train()
+    from alter.train.checkpoint import latest_checkpoint
+    assert latest_checkpoint(tmp_path / "checkpoints").name == "step-0000001"
+    assert all(torch.isfinite(p).all() for p in model.adapter_state_dict().values())

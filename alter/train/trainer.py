@@ -404,6 +404,10 @@ class AlterTrainer:
             idx = plan[step][acc.process_index::acc.num_processes] or plan[step][:1]
             batch = collate_items([self.items[i] for i in idx], self._pad())
             out = self._step(phase, batch, train_model)
+            if not bool(torch.isfinite(out["loss"].detach())):
+                raise FloatingPointError(
+                    f"ALTER {phase} step {step + 1}: the loss is {float(out['loss'].detach())} (not finite); stopped "
+                    "before the optimizer step, so the last checkpoint and the model hold the last good values")
             acc.backward(out["loss"])
             if self.config.max_grad_norm > 0:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
