@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
+    from alter.baselines.registry import BASELINE_NAMES
+    from alter.compare.settings import ALL_METHODS
+
     p.add_argument("--method", default="alter", help="unlearning method: alter (default), asymlora (ALTER without "
-                   "token entropy), or a baseline: ga, graddiff, kl, npo, npo_gd, npo_kl, rl, rmu, lora, finetune, "
-                   "retain")
+                   f"token entropy), or a baseline: {', '.join(BASELINE_NAMES)}")
     p.add_argument("--lr", type=float, default=None, help="with a baseline --method: its learning rate (default: "
                    "the method's own)")
     p.add_argument("--epochs", type=float, default=None, help="with a baseline --method: epochs over the forget "
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tofu-split", choices=("report", "tune"), default="report", help="with --benchmark tofu: "
                    "forget authors 185-189 ('report', the table) or 180-184 ('tune', to choose settings on)")
     p.add_argument("--methods", default=None, help="with --compare or --benchmark: comma-separated subset of "
-                   "finetune,retain,ga,graddiff,kl,npo,npo_gd,npo_kl,rl,rmu,lora,asymlora,alter")
+                   + ",".join(ALL_METHODS))
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_config_flags(p)
     return p

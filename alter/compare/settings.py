@@ -13,8 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-ALL_METHODS = ["finetune", "retain", "ga", "graddiff", "kl", "npo", "npo_gd", "npo_kl", "rl", "rmu", "lora",
-               "asymlora", "alter"]
+from alter.baselines.registry import ALTER_NAMES, UNLEARNING_NAMES
+
+# every method of the registry: the two reference models, the unlearning baselines, then ALTER's ablation and ALTER
+ALL_METHODS = ["finetune", "retain"] + list(UNLEARNING_NAMES) + sorted(ALTER_NAMES, key=lambda m: m == "alter")
 
 
 @dataclass
