@@ -98,6 +98,10 @@ class AlterConfig:
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
     retain_per_forget: float = _f(1.0, "phase II retain examples per forget example in each step (the forget/retain "
                                   "pairing of open-unlearning's trainers; 0: forget examples only)")
+    anchor_per_forget: float = _f(0.0, "question router: retain examples per forget example in each phase II step, "
+                                  "routed through a forget expert (as a wrongly routed question would be) with the "
+                                  "structural KL on all their positions, so the forget experts learn to leave other "
+                                  "questions alone; 0 runs forget batches only")
     subdomains: str = _f("label", "forget sub-domains: 'label' (the data's domain column) or 'auto:K' (k-means "
                          "on the base model's mean hidden state of each example)")
     # --- data / run ---
@@ -139,7 +143,7 @@ class AlterConfig:
                 bad(name, "must be > 0")
         if int(self.top_k) != self.top_k or self.top_k < 0:
             bad("top_k", "must be a non-negative integer")
-        for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "weight_decay", "max_grad_norm",
+        for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "anchor_per_forget", "weight_decay", "max_grad_norm",
                      "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")

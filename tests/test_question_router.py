@@ -120,3 +120,10 @@ def test_a_trained_question_router_is_saved_and_generation_uses_it(tiny_tokenize
         assert torch.equal(restored(**enc).logits, model(**enc).logits)
     assert torch.equal(restored.generate(enc.input_ids, **kw), model.generate(enc.input_ids, **kw))
     assert torch.equal(model.generate(enc.input_ids, use_cache=False, **kw), model.generate(enc.input_ids, **kw))
+
+
+def test_anchor_rows_train_the_forget_expert_towards_leaving_retain_answers_alone(tiny_tokenizer):
+    tr, _ = _train(tiny_tokenizer, anchor_per_forget=1.0)
+    plan = tr._phase_plans()["phase2"]
+    assert all(any(tr.items[i].domain_id == 0 for i in step) for step in plan)     # every step has an anchor row
+    assert any(r.get("struct") for r in tr.report.log)

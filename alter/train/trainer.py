@@ -305,9 +305,9 @@ class AlterTrainer:
         plans = {}
         if cfg.phase1_epochs > 0 and forget_domains is None and cfg.token_entropy:
             plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
-        # with the question router no retain question reaches a forget expert, and only forget experts
-        # train in phase II: a retain batch would carry no gradient, so none is run
-        per_forget = 0.0 if self.model.question_router is not None else cfg.retain_per_forget
+        # with the question router only forget experts train in phase II, and a retain question reaches them
+        # only when routed wrongly: retain examples run only as that anchor (anchor_per_forget)
+        per_forget = cfg.anchor_per_forget if self.model.question_router is not None else cfg.retain_per_forget
         plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs,
                                       per_forget, cfg.seed)
         return plans
@@ -344,7 +344,14 @@ class AlterTrainer:
         if model.question_router is not None:
             # the gates inference gives a question of this domain (its held-out router strength on the
             # high-entropy mix), not a teacher-forced one-hot: phase II trains what runs at inference
-            u = QuestionRouter.forced_logits(domain, batch["route_strength"].to(device), len(model.domains))
+            strength = batch["route_strength"].to(device)
+            route_to = domain
+            if bool((domain == 0).any()):        # anchor rows: retain questions sent to a forget expert on purpose
+                K = len(model.domains) - 1
+                spread = 1 + torch.arange(len(domain), device=device) % K
+                route_to = torch.where(domain == 0, spread, domain)
+                strength = torch.where(domain == 0, torch.ones_like(strength), strength)
+            u = QuestionRouter.forced_logits(route_to, strength, len(model.domains))
             logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, router_logits=u).logits
             route = None
         else:
