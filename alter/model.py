@@ -151,8 +151,7 @@ class AlterModel(nn.Module):
         with torch.no_grad(), self.disable_adapters():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                       router_mask: Optional[torch.Tensor] = None):
+    def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
         """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``.
 
         The features are the question router's layer output (None without a question router)."""
