@@ -85,6 +85,9 @@ class AlterConfig:
                               "paper's 1 moved never-taught and general answers on TOFU while the question router "
                               "keeps them on B_R, so 0 (B_R stays zero: those answers are the base model's exactly)")
     phase2_epochs: float = _f(3.0, "epochs of phase II (asymmetric unlearning), counted over the forget set")
+    phase2_min_steps: int = _f(30, "phase II runs at least this many steps (more epochs over a small forget set): the "
+                               "demo's 10 forget QA gave 9 steps at 3 epochs and stopped half-way (forget ROUGE-L "
+                               "0.52); 0 disables")
     stop_when_forgotten: float = _f(-1.0, "end phase II early once, over the last epoch's steps, at most this "
                                     "fraction of the hinge's forget tokens were still above the margin; negative "
                                     "(the default, the spec's fixed length): run all phase2_epochs. Measured: 0.8 "
@@ -141,6 +144,8 @@ class AlterConfig:
         for name in ("tau_high", "tau_low", "batch_size", "lr_phase1", "lr_phase2", "lr_router", "max_length"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
+        if int(self.phase2_min_steps) != self.phase2_min_steps or self.phase2_min_steps < 0:
+            bad("phase2_min_steps", "must be a non-negative integer")
         if int(self.top_k) != self.top_k or self.top_k < 0:
             bad("top_k", "must be a non-negative integer")
         for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "anchor_per_forget", "weight_decay", "max_grad_norm",

@@ -25,8 +25,8 @@ def test_quick_demo_runs_end_to_end_on_the_embedded_model(tmp_path, capsys):
             r = metrics[when][name]
             assert 0.0 <= r["rougeL_recall"] <= 1.0 and 0.0 <= r["probability"] <= 1.0
             assert len(r["generations"]) == len(r["references"]) > 0
-    assert set(metrics["checks"]) == {"forget ROUGE-L recall at most half of before",
-                                      "retain ROUGE-L recall within 10% of before"}
+    assert set(metrics["checks"]) == {"forget answer probability fell", "retain ROUGE-L recall within 10% of before"}
+    assert all(metrics["checks"].values())
     assert metrics["train_report"]["theta"] > 0 and metrics["timings_seconds"]["total"] > 0
     assert (tmp_path / "entropy_histogram.png").stat().st_size > 1000
     assert "| forget |" in out and "| retain |" in out and "[FAIL]" not in out and "[PASS]" in out

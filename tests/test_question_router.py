@@ -88,7 +88,8 @@ RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["C
 
 def _train(tok, **kw):
     torch.manual_seed(0)
-    cfg = alter.AlterConfig(batch_size=2, phase1_epochs=1, phase2_epochs=2, lr_phase1=1e-2, lr_phase2=1e-2, **kw)
+    cfg = alter.AlterConfig(batch_size=2, phase1_epochs=1, phase2_epochs=2, lr_phase1=1e-2, lr_phase2=1e-2,
+                            phase2_min_steps=0, **kw)
     tr = AlterTrainer(make_tiny_llama(len(tok)), tok, cfg, FORGET, RETAIN, progress=False)
     return tr, tr.train()
 

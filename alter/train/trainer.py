@@ -308,7 +308,12 @@ class AlterTrainer:
         # with the question router only forget experts train in phase II, and a retain question reaches them
         # only when routed wrongly: retain examples run only as that anchor (anchor_per_forget)
         per_forget = cfg.anchor_per_forget if self.model.question_router is not None else cfg.retain_per_forget
-        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, cfg.phase2_epochs,
+        # at least phase2_min_steps optimiser steps: a small forget set would otherwise get a handful
+        epochs = cfg.phase2_epochs
+        per_epoch = max(1, math.ceil(len(forget_idx) / cfg.batch_size))
+        if cfg.phase2_min_steps and per_epoch * epochs < cfg.phase2_min_steps:
+            epochs = float(math.ceil(cfg.phase2_min_steps / per_epoch))
+        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, epochs,
                                       per_forget, cfg.seed)
         return plans
 
