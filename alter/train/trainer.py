@@ -32,7 +32,7 @@ from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.data.prompts import IGNORE_INDEX, pad_id
 from alter.model import AlterModel, shift_entropy, wrap
-from alter.question_router import QuestionRouter, capture_features
+from alter.question_router import QuestionRouter
 from alter.threshold import resolve_theta
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
@@ -229,14 +229,11 @@ class AlterTrainer:
             batch = collate_items([self.items[i] for i in idx], self._pad())
             ids = batch["input_ids"].to(model.device)
             mask = batch["attention_mask"].to(model.device)
-            if fit_router:
-                sink: List[torch.Tensor] = []
-                with capture_features(model.model, router.layer, sink):
-                    ent = model.position_entropy(ids, mask).float().cpu()
-                for j, i in enumerate(idx):          # the router matches prompt tokens (what generate sees)
-                    features[i] = sink[-1][j, :self.items[i].encoded.prompt_length].float().cpu()
-            else:
-                ent = model.position_entropy(ids, mask).float().cpu()
+            ent, feats = model.routing_inputs(ids, mask) if fit_router else (model.position_entropy(ids, mask), None)
+            ent = ent.float().cpu()
+            if feats is not None:                    # the router matches prompt tokens (what generate sees)
+                for j, i in enumerate(idx):
+                    features[i] = feats[j, :self.items[i].encoded.prompt_length].float().cpu()
             if need_entropy:
                 for j, i in enumerate(idx):
                     n = len(self.items[i].encoded.input_ids)
