@@ -71,25 +71,40 @@ def bar_charts(rows: Sequence[dict], columns: Sequence[tuple], directory) -> lis
 
 def front_plot(rows: Sequence[dict], path, x: str = "forget_rougeL_recall", y: str = "retain_rougeL_recall",
                floor: Optional[float] = None):
-    """Every method as a point (forget ROUGE-L, lower is better; retain ROUGE-L, higher is better),
-    with the never-taught floor as a vertical line; returns the PNG path (None with no points)."""
+    """Every run as a point (forget ROUGE-L, lower is better; retain ROUGE-L, higher is better), one
+    colour per method; the points of one method's learning-rate sweep (``npo@lr=...``) are joined
+    in order of learning rate, which draws that method's front. The never-taught floor is a
+    vertical line. Returns the PNG path (None with no points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(r["method"], r.get(x), r.get(y)) for r in rows if r.get(x) is not None and r.get(y) is not None]
-    if not pts:
+    from alter.compare.variants import parse_spec
+
+    groups = {}
+    for r in rows:
+        if r.get(x) is None or r.get(y) is None:
+            continue
+        spec = parse_spec(r["method"])
+        groups.setdefault(spec.method, []).append((spec.lr or 0.0, r[x], r[y], r["method"]))
+    if not groups:
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
-    for name, fx, fy in pts:
-        ax.scatter([fx], [fy], color="tab:red" if name == "alter" else "tab:gray", zorder=3)
-        ax.annotate(name, (fx, fy), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, (method, pts) in enumerate(sorted(groups.items())):
+        pts.sort()
+        color = "tab:red" if method == "alter" else cmap(i % 10)
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", color=color, label=method, zorder=3,
+                linewidth=1 if len(pts) > 1 else 0)
+        for lr, fx, fy, _ in pts:
+            if lr:
+                ax.annotate(f"{lr:g}", (fx, fy), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if floor is not None:
         ax.axvline(floor, color="tab:blue", linestyle="--", linewidth=1, label="never-taught floor")
-        ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     ax.margins(0.15)
     ax.set_xlabel("forget ROUGE-L recall (lower is better)")
     ax.set_ylabel("retain ROUGE-L recall (higher is better)")

@@ -5,6 +5,8 @@
     alter-train --demo [--quick]
     alter-train --demo --compare [--methods ...]             # the side-by-side run on synthetic authors
     alter-train --benchmark tofu [--data DIR] [--tofu-split report|tune] [--methods ...]
+    alter-train --benchmark tofu --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune split
+    alter-train --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
 
 Bad input (a missing file, an empty forget set, an unknown model, an unknown config key) is
 reported in one line, without a traceback (``--debug`` shows it).
@@ -13,6 +15,7 @@ reported in one line, without a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,8 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "rows (--data): teach SmolLM2 authors 0-9 and 180-189, forget 5 of them, score every method")
     p.add_argument("--data", default=None, metavar="DIR", help="with --benchmark tofu: the TOFU directory "
                    "(authors.jsonl, world_facts.jsonl, real_authors.jsonl; default: ../shared/data/tofu)")
-    p.add_argument("--tofu-split", choices=("report", "tune"), default="report", help="with --benchmark tofu: "
-                   "forget authors 185-189 ('report', the table) or 180-184 ('tune', to choose settings on)")
+    p.add_argument("--tofu-split", choices=("report", "tune"), default=None, help="with --benchmark tofu: "
+                   "forget authors 185-189 ('report', the table; the default) or 180-184 ('tune', to choose "
+                   "settings on; the default of --tune)")
+    p.add_argument("--tune", action="store_true", help="with --benchmark tofu: sweep each baseline's learning rate "
+                   "(3 values each) on the tune split, apply the selection rule (best retain ROUGE-L among runs "
+                   "whose forget ROUGE-L is at most the never-taught floor + 0.05) and write tuned.json")
+    p.add_argument("--tuned", default=None, metavar="JSON", help="with --benchmark tofu: the learning rates that "
+                   "--tune selected (its tuned.json)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N", help="with --compare or --benchmark: run every "
+                   "unlearning method with N seeds; the table shows mean ± standard deviation")
     p.add_argument("--methods", default=None, help="with --compare or --benchmark: comma-separated subset of "
                    + ",".join(ALL_METHODS))
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -150,15 +161,41 @@ def run_comparison(args) -> int:
     from alter.compare import QUICK, CompareSettings, parse_methods, run_compare
     from alter.compare.settings import TOFU
 
+    from alter.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
+    from alter.compare.variants import parse_spec
+
+    if not args.benchmark and (args.tune or args.tuned or args.tofu_split):
+        raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
+    if args.tune and args.tofu_split == "report":
+        raise UsageError("--tune sweeps on the tune split; the report split is for the table (use --tuned)")
+    if args.tune and args.tuned:
+        raise UsageError("--tune and --tuned do not go together: sweep first, then report with --tuned")
+    split = args.tofu_split or ("tune" if args.tune else "report")
     values = {"model": args.model, "methods": parse_methods(args.methods)}
     if args.benchmark == "tofu":
-        values.update(TOFU, data_dir=_tofu_dir(args.data), tofu_split=args.tofu_split)
+        values.update(TOFU, data_dir=_tofu_dir(args.data), tofu_split=split)
     if args.quick:
         values.update(QUICK)
+    if args.tuned:
+        path = Path(args.tuned)
+        if not path.is_file():
+            raise UsageError(f"--tuned {args.tuned}: no such file (it is the tuned.json that --tune writes)")
+        try:
+            chosen = json.loads(path.read_text())["method_lr"]
+        except (ValueError, KeyError):
+            raise UsageError(f"--tuned {args.tuned}: not a tuned.json (no 'method_lr')") from None
+        values["method_lr"] = {**CompareSettings().method_lr, **{k: float(v) for k, v in chosen.items()}}
+    if args.tune:
+        swept = [parse_spec(m).method for m in parse_methods(args.methods)] if args.methods else TUNED_BY_DEFAULT
+        values["methods"] = sweep_specs(swept, CompareSettings().method_lr)
+        values["eval_lean"] = True
+    if args.seeds is not None:
+        values["methods"] = seed_specs(values["methods"], args.seeds)
     settings = CompareSettings(**values)
-    default = f"alter_runs/tofu-{args.tofu_split}" if args.benchmark else "alter_runs/compare"
+    default = (f"alter_runs/tofu-{split}" + ("-sweep" if args.tune else "")) if args.benchmark else "alter_runs/compare"
     out = Path(args.output or ("alter_runs/compare-quick" if args.quick else default))
-    run_compare(settings, out, progress=not args.no_progress, threads=args.threads, resume=args.resume)
+    run_compare(settings, out, progress=not args.no_progress, threads=args.threads, resume=args.resume,
+                tuning=args.tune)
     return 0
 
 
@@ -171,8 +208,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if (args.demo and args.compare) or args.benchmark:
             return run_comparison(args)
-        if args.methods:
-            raise UsageError("--methods only applies to --demo --compare or --benchmark")
+        if args.methods or args.seeds is not None:
+            raise UsageError("--methods and --seeds only apply to --demo --compare or --benchmark")
+        if args.tune or args.tuned or args.tofu_split:
+            raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
         if args.demo:
             from alter.demo import run_demo
             return run_demo(args)

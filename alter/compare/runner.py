@@ -19,18 +19,21 @@ from typing import Dict, List, Optional
 from alter import io as alter_io
 from alter.compare.settings import ALL_METHODS, CompareSettings
 from alter.compare.table import columns_for, pareto_front, to_csv, to_markdown
+from alter.compare.tuning import average_seeds, floor_of, select
+from alter.compare.variants import parse_spec
 
 KNOWN = set(ALL_METHODS)
 
 
 def parse_methods(text: Optional[str]) -> List[str]:
+    """Comma-separated method specs (``npo``, ``npo@lr=1e-05``, ``alter@seed=1``), normalised."""
     if not text:
         return list(ALL_METHODS)
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in KNOWN]
+    specs = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in specs if parse_spec(m).method not in KNOWN]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(ALL_METHODS)}")
-    return methods
+    return [parse_spec(m, KNOWN).name for m in specs]
 
 
 def _run_worker(method: str, settings_path: Path, out: Path, reference: Optional[Path], progress: bool,
@@ -50,8 +53,12 @@ def _run_worker(method: str, settings_path: Path, out: Path, reference: Optional
 
 
 def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None,
-                resume: bool = False) -> Dict:
+                resume: bool = False, tuning: bool = False) -> Dict:
     """Run every method of ``settings`` and write the table.
+
+    Runs that differ only by seed (``alter``, ``alter@seed=1``) are one row of the table (mean and
+    sample standard deviation); ``compare.json`` keeps every run. With ``tuning`` (a learning-rate
+    sweep, :mod:`alter.compare.tuning`) the selection rule is applied and ``tuned.json`` written.
 
     With ``resume``, a method whose result is already under ``out_dir/methods`` from a run with the
     same settings (the method list aside) is kept, not re-run (delete its JSON to re-run it); a
@@ -85,7 +92,8 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
                                       reference if (method != "retain" and with_retain) else None,
                                       progress, threads)
     # the retain model's own forget quality is against itself: the KS test of a sample with itself
-    rows = [results[m]["row"] for m in order if m in settings.methods]
+    runs_rows = [results[m]["row"] for m in order if m in settings.methods]
+    rows = average_seeds(runs_rows)
     utility = "retain_rougeL_recall" if settings.dataset == "tofu" else "model_utility"
     front = pareto_front(rows, utility=utility)
     front_fq = pareto_front(rows, efficacy="forget_quality", efficacy_higher_is_better=True)
@@ -102,11 +110,26 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png", floor=floors[0] if floors else None)
     if front_png is not None:
         charts.append(front_png)
-    summary = {"settings": settings.to_dict(), "rows": rows, "pareto_front": front,
+    summary = {"settings": settings.to_dict(), "rows": rows, "runs": runs_rows, "pareto_front": front,
                "pareto_front_forget_quality": front_fq,
                "seconds": round(time.time() - t0, 1), "charts": [str(c) for c in charts]}
+    if tuning:
+        floor = floor_of(rows)
+        if floor is None:
+            raise RuntimeError("the sweep needs the finetune row's never-taught ROUGE-L (the floor)")
+        chosen = select(runs_rows, floor)
+        summary["tuned"] = {"floor": floor, "rule": "best retain ROUGE-L among forget ROUGE-L <= floor + 0.05, "
+                            "else the lowest forget ROUGE-L", "selected": chosen,
+                            "method_lr": {m: c["lr"] for m, c in chosen.items()}}
+        alter_io.atomic_write_json(out_dir / "tuned.json", summary["tuned"])
     alter_io.atomic_write_json(out_dir / "compare.json", summary)
     print("\n" + table + "\n")
+    if tuning:
+        for m, c in summary["tuned"]["selected"].items():
+            print(f"[tune] {m}: lr {c['lr']:g} selected ({'reaches' if c['reaches_floor'] else 'does not reach'} "
+                  f"the floor {summary['tuned']['floor']:.3f} + 0.05)")
+        print(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-train --benchmark tofu --tuned "
+              f"{out_dir / 'tuned.json'}")
     print(f"Pareto front (forget ROUGE-L vs {utility.replace('_', ' ')}): {', '.join(front)}")
     print(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
     print(f"wrote {out_dir / 'compare_table.md'}, {out_dir / 'compare_table.csv'}, {out_dir / 'charts'}/")

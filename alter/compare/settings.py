@@ -44,6 +44,7 @@ class CompareSettings:
     replay_general: bool = True          # replay the other half while teaching the authors
     max_new_tokens: int = 24
     eval_batch_size: int = 16
+    eval_lean: bool = False              # score forget, retain and never-taught generations only (the tuning sweep)
     methods: List[str] = field(default_factory=lambda: list(ALL_METHODS))
     method_lr: Dict[str, float] = field(default_factory=lambda: {
         "ga": 2e-5, "graddiff": 2e-5, "kl": 2e-5, "npo": 2e-5, "npo_gd": 2e-5, "npo_kl": 2e-5, "rl": 2e-5,

@@ -45,18 +45,21 @@ def _cell(row: Dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
-    if key == "peak_memory_bytes":
-        value = value / 2 ** 30
+    scale = 2 ** -30 if key == "peak_memory_bytes" else 1.0
     if key == "trainable_parameters":
         value = int(value)
-    return fmt.format(value)
+    text = fmt.format(value * scale)
+    sd = row.get(f"{key}_sd")
+    if sd is not None and key != "trainable_parameters":
+        text += " ± " + fmt.format(sd * scale)
+    return text
 
 
 def to_markdown(rows: Sequence[Dict]) -> str:
     COLUMNS = columns_for(rows)
     head = "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     rule = "|---" * (len(COLUMNS) + 1) + "|"
-    body = ["| " + row["method"] + " | " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |" for row in rows]
+    body = ["| " + row["method"] + (f" ({row['seeds']} seeds)" if row.get("seeds") else "") + " | " + " | ".join(_cell(row, k, f) for k, _, f in COLUMNS) + " |" for row in rows]
     return "\n".join([head, rule] + body)
 
 
@@ -76,7 +79,7 @@ def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", u
     """Methods not dominated in (efficacy, higher model utility); efficacy is lower-is-better (forget
     ROUGE-L) unless ``efficacy_higher_is_better`` (forget quality)."""
     sign = -1.0 if efficacy_higher_is_better else 1.0
-    pts = [(r["method"], r.get(efficacy), r.get(utility)) for r in rows if r["method"] not in skip]
+    pts = [(r["method"], r.get(efficacy), r.get(utility)) for r in rows if r["method"].split("@")[0] not in skip]
     pts = [(name, sign * f, u) for name, f, u in pts if f is not None and u is not None]
     front = []
     for name, f, u in pts:

@@ -22,6 +22,7 @@ import torch
 
 from alter import io as alter_io
 from alter.compare.settings import CompareSettings
+from alter.compare.variants import MethodSpec, parse_spec
 
 
 @dataclasses.dataclass
@@ -109,10 +110,13 @@ def starting_model(s: CompareSettings, data: CompareData, progress: bool):
                            progress=progress, desc="teach the authors", **_finetune_settings(s))
 
 
-def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool):
-    """``(model to evaluate, tokenizer, efficiency dict)``."""
+def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: bool):
+    """``(model to evaluate, tokenizer, efficiency dict)``; the spec's lr and seed override the settings'."""
     from alter.eval.efficiency import measure
     from alter.train.finetune import cached_finetune
+
+    method = spec.method
+    seed = s.seed if spec.seed is None else spec.seed
 
     if method == "retain":
         model, tok, rep = cached_finetune(s.model, data.retain + data.replay, tag="retain", use_cache=s.use_cache,
@@ -128,7 +132,9 @@ def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool)
             from alter.train import AlterTrainer
 
             values = {"phase2_epochs": s.unlearn_epochs, "batch_size": s.batch_size,
-                      "system_prompt": s.system_prompt, "seed": s.seed, **s.alter}
+                      "system_prompt": s.system_prompt, **s.alter, "seed": seed}
+            if spec.lr is not None:
+                values["lr_phase2"] = spec.lr
             if method == "asymlora":
                 values["token_entropy"] = False
             trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), data.forget, data.retain,
@@ -139,7 +145,7 @@ def _unlearn(method: str, s: CompareSettings, data: CompareData, progress: bool)
             from alter.baselines import run_unlearning
 
             result = run_unlearning(method, model, tok, data.forget, data.retain, epochs=s.unlearn_epochs,
-                                    batch_size=s.batch_size, lr=s.method_lr.get(method), seed=s.seed,
+                                    batch_size=s.batch_size, lr=spec.lr or s.method_lr.get(method), seed=seed,
                                     system_prompt=s.system_prompt, progress=progress)
             model = result.model
             trainable = result.report.trainable_parameters
@@ -179,15 +185,35 @@ def _option_accuracy(result: Dict) -> Optional[float]:
     return sum(1 for m, p in pairs if m < min(p)) / len(pairs) if pairs else None
 
 
+def _lean_row(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:
+    """The tuning sweep's scores: generated answers to forget, retain and never-taught questions only."""
+    from alter.eval.evaluators import evaluate_qa
+
+    row: Dict = {}
+    kw = dict(batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, system_prompt=s.system_prompt,
+              progress=progress)
+    for name, exs in (("forget", data.forget_eval), ("retain", data.retain_eval), ("never_taught", data.holdout)):
+        r = evaluate_qa(model, tok, exs, name=name, **kw)
+        row[f"{name}_rougeL_recall"] = r["rougeL_recall"]
+        row[f"{name}_probability"] = r["probability"]
+    return row
+
+
 def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None, progress: bool = True) -> Dict:
+    """Unlearn with one method spec (``alter``, ``npo@lr=1e-05``, ``alter@seed=1``) and score it."""
     from alter import models
     from alter.eval.evaluators import evaluate_fluency, evaluate_tofu
 
-    torch.manual_seed(s.seed)
+    spec = parse_spec(method)
+    torch.manual_seed(s.seed if spec.seed is None else spec.seed)
     data = build_data(s)
     t0 = time.time()
-    model, tok, efficiency = _unlearn(method, s, data, progress)
+    model, tok, efficiency = _unlearn(spec, s, data, progress)
     model.eval()
+    if s.eval_lean:
+        row = {"method": spec.name, **_lean_row(model, tok, s, data, progress), **efficiency,
+               "total_seconds": round(time.time() - t0, 1)}
+        return {"row": row}
     tofu = evaluate_tofu(model, tok, data.forget_eval, data.retain_eval, data.real_authors, data.world_facts,
                          data.holdout, reference, batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens,
                          system_prompt=s.system_prompt, progress=progress)
@@ -206,7 +232,7 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
     fluency = evaluate_fluency(judge, judge_tok, questions, generations, batch_size=s.eval_batch_size,
                                system_prompt=s.system_prompt, progress=progress)
     row = {
-        "method": method,
+        "method": spec.name,
         "forget_rougeL_recall": tofu["forget_rougeL_recall"], "forget_probability": tofu["forget_probability"],
         "forget_truth_ratio": tofu["forget_truth_ratio"], "forget_quality": tofu.get("forget_quality"),
         "model_utility": tofu["model_utility"], "retain_rougeL_recall": tofu.get("retain_rougeL_recall"),
