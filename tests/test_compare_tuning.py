@@ -1,0 +1,97 @@
+"""The fair-comparison protocol: method specs, the learning-rate sweep and its selection rule, seeds."""
+
+import json
+
+import pytest
+import torch
+
+from alter.cli import train as cli
+from alter.compare.table import to_markdown
+from alter.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
+from alter.compare.variants import MethodSpec, parse_spec
+from tests.helpers import make_tiny_llama, make_tiny_tokenizer
+from tests.test_data_tofu import _write_tofu
+
+
+def test_method_specs_parse_and_print_back():
+    assert parse_spec("NPO@lr=1e-5@seed=2") == MethodSpec("npo", 1e-5, 2)
+    assert parse_spec("npo@lr=1e-5@seed=2").name == "npo@lr=1e-05@seed=2"
+    assert parse_spec("npo@seed=2@lr=1e-5").setting == "npo@lr=1e-05"
+    assert parse_spec("alter").name == "alter"
+    for bad, match in [("npo@lr", "not one of"), ("npo@wd=1", "not one of"), ("npo@lr=x", "not a number"),
+                       ("npo@lr=0", "positive"), ("npo@seed=1@seed=2", "given twice"),
+                       ("finetune@lr=1e-5", "takes no lr"), ("magic", "unknown method")]:
+        with pytest.raises(ValueError, match=match):
+            parse_spec(bad, known=("npo", "finetune"))
+
+
+def test_sweep_covers_three_rates_per_baseline_and_the_floor():
+    specs = sweep_specs(["graddiff", "npo", "rmu", "lora"], {})
+    assert specs[0] == "finetune" and len(specs) == 13
+    for method, lrs in TUNE_LRS.items():
+        assert len(lrs) >= 3 and [parse_spec(s).lr for s in specs if s.startswith(method + "@")] == lrs
+    assert sweep_specs(["ga"], {"ga": 2e-5})[1:] == ["ga@lr=1e-05", "ga@lr=2e-05", "ga@lr=4e-05"]
+    with pytest.raises(ValueError, match="no rate to sweep|has none to sweep"):
+        sweep_specs(["alter"], {})
+
+
+def _row(method, forget, retain, never=None):
+    return {"method": method, "forget_rougeL_recall": forget, "retain_rougeL_recall": retain,
+            "never_taught_rougeL_recall": never}
+
+
+def test_selection_rule_best_retain_at_the_floor_else_lowest_forget():
+    rows = [_row("finetune", 0.97, 0.97, 0.40),
+            _row("npo@lr=5e-06", 0.60, 0.95), _row("npo@lr=1e-05", 0.44, 0.80), _row("npo@lr=2e-05", 0.20, 0.30),
+            _row("rmu@lr=5e-05", 0.90, 0.97), _row("rmu@lr=0.0002", 0.70, 0.90), _row("rmu@lr=0.001", 0.75, 0.5)]
+    floor = floor_of(rows)
+    assert floor == 0.40
+    chosen = select(rows, floor)
+    # npo: 1e-5 and 2e-5 are within floor + 0.05; 1e-5 keeps more retain
+    assert chosen["npo"]["lr"] == 1e-5 and chosen["npo"]["reaches_floor"]
+    # rmu: none reaches the floor; the lowest forget wins
+    assert chosen["rmu"]["lr"] == 2e-4 and not chosen["rmu"]["reaches_floor"]
+    assert len(chosen["npo"]["points"]) == 3 and "finetune" not in chosen
+
+
+def test_seeds_are_one_row_with_mean_and_spread():
+    assert seed_specs(["finetune", "alter", "npo@lr=1e-05"], 3) == [
+        "finetune", "alter", "alter@seed=1", "alter@seed=2", "npo@lr=1e-05", "npo@lr=1e-05@seed=1",
+        "npo@lr=1e-05@seed=2"]
+    with pytest.raises(ValueError, match="at least 1"):
+        seed_specs(["alter"], 0)
+    rows = average_seeds([_row("alter", 0.3, 0.9, 0.4), _row("alter@seed=1", 0.5, 0.9, 0.4), _row("npo", 0.2, 0.5)])
+    assert [r["method"] for r in rows] == ["alter", "npo"]
+    assert rows[0]["seeds"] == 2 and rows[0]["forget_rougeL_recall"] == pytest.approx(0.4)
+    assert rows[0]["forget_rougeL_recall_sd"] == pytest.approx(0.1414, abs=1e-3)
+    assert "| alter (2 seeds) | 0.400 ± 0.141 |" in to_markdown(rows)
+
+
+def test_tune_then_report_with_the_selected_rates_and_seeds(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    tok = make_tiny_tokenizer()
+    make_tiny_llama(len(tok)).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(TUNE_LRS, "ga", [1e-5, 1e-3, 1e-1])
+    data = _write_tofu(tmp_path / "tofu", authors=list(range(10)) + list(range(180, 195)), per=2)
+    common = ["--benchmark", "tofu", "--data", str(data), "--quick", "--model", str(tmp_path / "tiny"),
+              "--no-progress", "--threads", "1"]
+    sweep = tmp_path / "sweep"
+    assert cli.main(common + ["--tune", "--methods", "ga", "--output", str(sweep)]) == 0
+    summary = json.loads((sweep / "compare.json").read_text())
+    assert summary["settings"]["tofu_split"] == "tune" and summary["settings"]["eval_lean"]
+    assert [r["method"] for r in summary["runs"]] == ["finetune", "ga@lr=1e-05", "ga@lr=0.001", "ga@lr=0.1"]
+    tuned = json.loads((sweep / "tuned.json").read_text())
+    assert tuned["method_lr"]["ga"] in (1e-5, 1e-3, 1e-1)
+    # the rule, re-applied to the stored points, picks the same rate
+    assert select(summary["runs"], tuned["floor"])["ga"]["lr"] == tuned["method_lr"]["ga"]
+    assert (sweep / "charts" / "front_forget_vs_retain.png").is_file()
+    report = tmp_path / "report"
+    assert cli.main(common + ["--tuned", str(sweep / "tuned.json"), "--methods", "ga", "--seeds", "2",
+                              "--output", str(report)]) == 0
+    summary = json.loads((report / "compare.json").read_text())
+    assert summary["settings"]["tofu_split"] == "report"
+    assert summary["settings"]["method_lr"]["ga"] == tuned["method_lr"]["ga"]
+    assert [r["method"] for r in summary["runs"]] == ["ga", "ga@seed=1"]
+    assert summary["rows"][0]["seeds"] == 2 and "forget_rougeL_recall_sd" in summary["rows"][0]
