@@ -1,4 +1,4 @@
-"""ALTER: asymmetric LoRA with token-entropy-guided unlearning of LLMs (see ALTER_SPEC).
+"""ALTER: asymmetric LoRA with token-entropy-guided unlearning of LLMs (the method as built: docs/method.md).
 
 Public API: :class:`AlterLinear` (drop-in layer), :class:`AlterConfig`, :func:`wrap`,
 :class:`AlterModel`, :func:`load_adapter`, and ``alter.models.load`` for the embedded model.

@@ -1,4 +1,4 @@
-"""Every hyperparameter of the method (ALTER_SPEC sections 1-5) with its default and meaning.
+"""Every hyperparameter of the method (docs/method.md §1-§4, §7) with its default and meaning.
 
 The ``help`` of each field is what ``alter-train --help`` prints; every **[choice]** of the spec
 is a field here, not a constant in the code.

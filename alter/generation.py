@@ -1,4 +1,4 @@
-"""Generation with entropy-dispatched experts, KV cache or not (ALTER_SPEC sections 2 and 4).
+"""Generation with entropy-dispatched experts, KV cache or not (docs/method.md §2 and §3).
 
 Token t is routed by the entropy of the distribution that produced it. For the prompt that is
 one base pass (adapters off). For a generated token it is free: the forward of step t-1

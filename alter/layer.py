@@ -1,4 +1,4 @@
-"""``AlterLinear``: a drop-in adapter around an ``nn.Linear`` (ALTER_SPEC sections 1, 3 and 4).
+"""``AlterLinear``: a drop-in adapter around an ``nn.Linear`` (docs/method.md §1, §3, §4).
 
     y = W0 x + b + s * sum_j w_j(x) B_j (A x),   s = alpha / r
 

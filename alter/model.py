@@ -1,7 +1,7 @@
 """``alter.wrap``: put ALTER adapters into any Hugging Face causal LM and keep it a normal model.
 
 The wrapped model (:class:`AlterModel`) answers ``model(input_ids, attention_mask, labels)``
-and ``model.generate(...)`` like the original. Entropy plumbing (ALTER_SPEC section 2):
+and ``model.generate(...)`` like the original. Entropy plumbing (docs/method.md §2):
 
 - a plain forward first runs the *base* model (adapters off, no grad) over the batch and gives
   every adapted layer the entropy of each token, H_t = S_q(softmax(logits[t-1])), the first
@@ -246,7 +246,7 @@ class AlterModel(nn.Module):
 
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):
-        """``transformers`` generation with entropy-dispatched experts (ALTER_SPEC sections 2 and 4)."""
+        """``transformers`` generation with entropy-dispatched experts (docs/method.md §2 and §3)."""
         from alter.generation import generate_with_entropy
         return generate_with_entropy(self, input_ids, attention_mask, **kwargs)
 

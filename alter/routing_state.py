@@ -18,7 +18,7 @@ import torch
 class RoutingState:
     theta: Optional[float] = None
     enabled: bool = True
-    entropy: Optional[torch.Tensor] = None          # [B, T] per-token entropy (ALTER_SPEC section 2)
+    entropy: Optional[torch.Tensor] = None          # [B, T] per-token entropy (docs/method.md §2)
     domain: Optional[torch.Tensor] = None           # [B] or [B, T] expert index (teacher-forced training)
     token_mask: Optional[torch.Tensor] = None       # [B, T] bool: real (non-pad) tokens
     router_logits: Optional[torch.Tensor] = None    # [B, E] per-question router logits (question router),

@@ -1,4 +1,4 @@
-"""The entropy threshold theta between knowledge and structural tokens (ALTER_SPEC section 2).
+"""The entropy threshold theta between knowledge and structural tokens (docs/method.md §2).
 
 ``theta`` is a number, ``"quantile:P"`` (the P-quantile of the training tokens' entropies) or
 ``"auto"``: Otsu's threshold — the cut of the entropy histogram that maximises the

@@ -1,6 +1,6 @@
 """Which implementation of a kernel runs: Triton, C++ or plain PyTorch.
 
-Rules (ALTER_SPEC sections 1-4 define *what* every backend computes; this file only picks
+Rules (docs/method.md §1-§4 define *what* every backend computes; this file only picks
 *which* one computes it):
 
 - ``auto`` (default): a CUDA tensor runs the Triton kernel; a CPU tensor runs the C++ kernel

@@ -1,4 +1,4 @@
-"""AlterLinear (ALTER_SPEC section 1) against a plain nn.Linear and a PEFT LoRA layer, in-process ratios.
+"""AlterLinear (docs/method.md §1) against a plain nn.Linear and a PEFT LoRA layer, in-process ratios.
 
 Forward + backward of one adapted layer with a frozen base weight (gradients to the input and
 to the adapter only), as in training: 4 experts (retain + 3 forget), rank 8, each token routed

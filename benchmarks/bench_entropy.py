@@ -1,4 +1,4 @@
-"""Entropy kernels (ALTER_SPEC section 2): speed and memory, as ratios measured in-process.
+"""Entropy kernels (docs/method.md §2): speed and memory, as ratios measured in-process.
 
 - ``tsallis_entropy`` (dispatch "auto": Triton on CUDA, C++ on CPU) against the naive
   ``p = softmax(z); (1 - (p ** q).sum(-1)) / (q - 1)`` and against the single-read floor

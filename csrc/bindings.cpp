@@ -57,17 +57,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("omp_max_threads", &omp_threads, "OpenMP's default team size (1 when built without OpenMP).");
 
   m.def("tsallis_entropy", &alter::tsallis_entropy, py::call_guard<py::gil_scoped_release>(),
-        "One-pass Tsallis entropy per row (ALTER_SPEC section 2); lse/argmax/runner_up addresses 0 to skip.",
+        "One-pass Tsallis entropy per row (docs/method.md §2); lse/argmax/runner_up addresses 0 to skip.",
         py::arg("logits"), py::arg("dtype"), py::arg("n_rows"), py::arg("vocab"), py::arg("row_stride"),
         py::arg("q"), py::arg("entropy"), py::arg("lse"), py::arg("argmax"), py::arg("runner_up"),
         py::arg("num_threads"));
   m.def("hinge_forward", &alter::hinge_forward, py::call_guard<py::gil_scoped_release>(),
-        "Per-row hinge max(0, z_y - z_y' + margin) and the index y' (ALTER_SPEC section 3).", py::arg("logits"),
+        "Per-row hinge max(0, z_y - z_y' + margin) and the index y' (docs/method.md §4).", py::arg("logits"),
         py::arg("dtype"), py::arg("n_rows"), py::arg("vocab"), py::arg("row_stride"), py::arg("labels"),
         py::arg("labels_dtype"), py::arg("margin"), py::arg("ignore_index"), py::arg("per_row"),
         py::arg("other_index"), py::arg("num_threads"));
   m.def("route", &alter::route, py::call_guard<py::gil_scoped_release>(),
-        "Entropy-dispatched gate weights [N, E] (ALTER_SPEC sections 1 and 4); mode 0 infer, 1 train.",
+        "Entropy-dispatched gate weights [N, E] (docs/method.md §1 and §3); mode 0 infer, 1 train.",
         py::arg("entropy"), py::arg("entropy_dtype"), py::arg("router_logits"), py::arg("router_dtype"),
         py::arg("n_rows"), py::arg("n_experts"), py::arg("theta"), py::arg("tau_high"), py::arg("tau_low"),
         py::arg("top_k"), py::arg("retain_index"), py::arg("mode"), py::arg("gates"), py::arg("num_threads"));

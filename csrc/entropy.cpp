@@ -1,4 +1,4 @@
-// One-pass Tsallis entropy of softmax(z) over each row (ALTER_SPEC section 2).
+// One-pass Tsallis entropy of softmax(z) over each row (docs/method.md §2).
 //
 // Per row, with a running maximum m:
 //     s1 = sum_i exp(z_i - m),   sq = sum_i exp(q (z_i - m))       (q != 1)

@@ -1,4 +1,4 @@
-// Hinge forget loss, forward (ALTER_SPEC section 3).
+// Hinge forget loss, forward (docs/method.md §4).
 //
 // Per row n with label y: z_y, and the largest logit over i != y with its index y' (first index
 // on ties); per_row = max(0, z_y - z_y' + margin) in fp32, other_index = y'. Rows whose label

@@ -1,4 +1,4 @@
-// Entropy-dispatched routing (ALTER_SPEC sections 1 and 4), semantics of
+// Entropy-dispatched routing (docs/method.md §1 and §3), semantics of
 // alter_kernels/reference/routing.py.
 //
 // Per token n with entropy H and router logits u (E experts), high = H >= theta:

@@ -1,4 +1,4 @@
-"""Which positions each phase II loss term covers (ALTER_SPEC section 3), on hand-made tensors."""
+"""Which positions each phase II loss term covers (docs/method.md §4), on hand-made tensors."""
 
 import torch
 import torch.nn.functional as F

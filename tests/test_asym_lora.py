@@ -1,4 +1,4 @@
-"""The gated shared-A / multi-B LoRA (ALTER_SPEC sections 1 and 3) through the public API.
+"""The gated shared-A / multi-B LoRA (docs/method.md §1 and §4) through the public API.
 
 ``alter_kernels.asym_lora`` and ``alter_kernels.fused_alter_linear`` on the default CPU path
 (the composite launchers, PyTorch GEMMs), then the same equality checks for the Triton
@@ -157,7 +157,7 @@ def test_gates_of_another_dtype_get_their_gradient_back():
 
 
 # ---------------------------------------------------------------------------------------------
-# gradient isolation, proven by perturbation (ALTER_SPEC section 3)
+# gradient isolation, proven by perturbation (docs/method.md §4)
 # ---------------------------------------------------------------------------------------------
 
 def perturbed(inp, rows, *, what):

@@ -3,7 +3,7 @@
 Each kernel runs through the public API with ``use_backend("cpp")`` and through its launcher
 in :mod:`alter_kernels.cpu` directly. The references run in fp64 on the same values the kernel
 reads (bf16 / fp16 upcast exactly), so the tolerances measure the kernel's fp32 arithmetic
-only: ALTER_SPEC section 2 (entropy), 3 (hinge), 1 and 4 (routing).
+only: docs/method.md §2 (entropy), 3 (hinge), 1 and 4 (routing).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_extension_is_built():
 
 
 # ---------------------------------------------------------------------------------------------
-# Tsallis entropy (ALTER_SPEC section 2)
+# Tsallis entropy (docs/method.md §2)
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", ENTROPY_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -174,7 +174,7 @@ def test_entropy_launcher_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# Hinge forget loss (ALTER_SPEC section 3)
+# Hinge forget loss (docs/method.md §4)
 # ---------------------------------------------------------------------------------------------
 
 def distinct_logits(n, v, dtype, seed):
@@ -334,7 +334,7 @@ def test_hinge_launcher_rejects_bad_labels():
 
 
 # ---------------------------------------------------------------------------------------------
-# Routing (ALTER_SPEC sections 1 and 4)
+# Routing (docs/method.md §1 and §3)
 # ---------------------------------------------------------------------------------------------
 
 def route_inputs(n, e, router_dtype, entropy_dtype, seed):

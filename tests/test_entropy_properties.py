@@ -1,4 +1,4 @@
-"""Properties of the Tsallis entropy (ALTER_SPEC section 2) that every backend must keep.
+"""Properties of the Tsallis entropy (docs/method.md §2) that every backend must keep.
 
 For p = softmax(z) over V classes: 0 <= S_q(p) <= (1 - V^(1-q)) / (q - 1) (log V for q = 1),
 with 0 at a one-hot distribution and the maximum at the uniform one; S_q is continuous in q at

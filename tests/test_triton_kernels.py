@@ -5,7 +5,7 @@ Every launcher runs on the devices Triton can use here: CPU tensors under the Tr
 present. Each kernel is checked directly through its launcher (small tiles, to exercise the
 tiling and its masks) and through the public API with ``use_backend("triton")``:
 
-- entropy (ALTER_SPEC section 2): entropy, lse, arg-max and runner-up, -inf entries, rows of
+- entropy (docs/method.md §2): entropy, lse, arg-max and runner-up, -inf entries, rows of
   only -inf, logits of +-1e4, V not a multiple of the tile, row strides;
 - the gated shared-A / multi-B matmul (sections 1, 3): the three launchers against the composite
   (PyTorch) launchers evaluated in fp64, and asym_lora / fused_alter_linear forward + backward
@@ -84,7 +84,7 @@ def assert_entropy_stats(got, logits, q, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# Tsallis entropy (ALTER_SPEC section 2)
+# Tsallis entropy (docs/method.md §2)
 # ---------------------------------------------------------------------------------------------
 
 # (N, V, block): V = 1, V below / just above the tile, several tiles with a ragged end, N = 1
@@ -200,7 +200,7 @@ def test_entropy_launcher_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------------------------------------
-# Gated shared-A / multi-B matmul (ALTER_SPEC sections 1 and 3)
+# Gated shared-A / multi-B matmul (docs/method.md §1 and §4)
 # ---------------------------------------------------------------------------------------------
 
 # (N, d_in, d_out, r, E): N = 1, sizes off the tiles, E = 1 and 5, r = 8 (padded to 16), r = 3,
@@ -335,7 +335,7 @@ def test_asym_lora_public_api_forward_backward(fused, dtype, device):
 
 
 # ---------------------------------------------------------------------------------------------
-# Routing (ALTER_SPEC sections 1 and 4)
+# Routing (docs/method.md §1 and §3)
 # ---------------------------------------------------------------------------------------------
 
 ROUTE_CASES = [  # (N, E, top_k, retain_index)
@@ -396,7 +396,7 @@ def test_route_public_api(device):
 
 
 # ---------------------------------------------------------------------------------------------
-# Hinge forget loss (ALTER_SPEC section 3)
+# Hinge forget loss (docs/method.md §4)
 # ---------------------------------------------------------------------------------------------
 
 def hinge_rows_reference(logits, labels, margin, ignore_index):

@@ -1,4 +1,4 @@
-"""Unlearning baselines of the ALTER paper, all run by one shared runner (ALTER_SPEC section 6).
+"""Unlearning baselines of the ALTER paper, all run by one shared runner (docs/method.md §8).
 
     from alter.baselines import run_unlearning, METHODS
     result = run_unlearning("npo_gd", model, tokenizer, forget, retain, output_dir="runs/npo_gd")

@@ -5,7 +5,7 @@
 
 Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models" (ICLR); the loss is
 :mod:`alter.baselines.graddiff` (Liu et al. 2022). It is the ALTER paper's "LoRA" column: the same
-rank and targets as ALTER's adapter (ALTER_SPEC section 1) but one A and one B for everything, so
+rank and targets as ALTER's adapter (docs/method.md §1) but one A and one B for everything, so
 forgetting and retaining share every adapter parameter. ``target_modules="all-linear"`` is PEFT's
 selection of every linear layer except the output head. Only ``lora_`` parameters train; the base
 weights stay bit-identical, and a reference model (none is needed here) would be the same model

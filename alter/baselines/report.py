@@ -1,6 +1,6 @@
 """What a baseline run returns: the trained model and a report of what it did and what it cost.
 
-Efficiency (ALTER paper, "Unlearning Time Efficiency"; ALTER_SPEC section 7) is measured the same
+Efficiency (ALTER paper, "Unlearning Time Efficiency"; docs/method.md §9) is measured the same
 way for every method: wall time of the whole run (``seconds``, including the reference copy and
 tokenisation) and of the optimisation loop alone (``train_seconds``); peak memory from
 ``torch.cuda.max_memory_allocated`` on CUDA (reset at the start of the run) or, on CPU, the

@@ -1,4 +1,4 @@
-"""The one runner every baseline shares, so that comparisons with ALTER are fair (ALTER_SPEC section 6).
+"""The one runner every baseline shares, so that comparisons with ALTER are fair (docs/method.md §8).
 
 Same as ALTER's phase II (alter/train/trainer.py):
 

@@ -52,7 +52,7 @@ _PARSERS = {"theta": _parse_theta, "target_modules": _parse_targets, "forget_dom
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; its help shows the default. Unset flags stay None (no override)."""
-    group = parser.add_argument_group("ALTER hyperparameters (ALTER_SPEC; also settable in --config YAML)")
+    group = parser.add_argument_group("ALTER hyperparameters (docs/method.md; also settable in --config YAML)")
     helps = field_help()
     choices = field_choices()
     defaults = AlterConfig()

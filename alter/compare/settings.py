@@ -3,7 +3,7 @@
 Every method starts from the same fine-tuned model (the demo's, from the cache), sees the same
 forget and retain examples in the same order (phase II's forget/retain pairing), and is scored
 by the same evaluators. Learning rates follow each method's reference setting (open-unlearning's
-configs for the baselines; ALTER_SPEC defaults for ALTER), scaled for the few steps a CPU run
+configs for the baselines; docs/method.md's defaults for ALTER), scaled for the few steps a CPU run
 affords; they are listed here, not hidden in code.
 """
 

@@ -1,4 +1,4 @@
-"""Evaluation of unlearning (ALTER_SPEC section 7): TOFU, multiple choice (WMDP / MMLU),
+"""Evaluation of unlearning (docs/method.md §9): TOFU, multiple choice (WMDP / MMLU),
 continuations (MUSE / Harry Potter), a fluency proxy, and efficiency.
 
 Pure metrics live in ``alter.eval.metrics``; model-facing, batched functions here work with any

@@ -3,7 +3,7 @@
 The order is a pure function of (seed, phase, epoch), so a run resumed from a checkpoint at
 step k replays batches k+1, k+2, ... exactly as the uninterrupted run would have.
 
-- Phase I (ALTER_SPEC section 3) iterates over D_R ∪ D_F.
+- Phase I (docs/method.md §4) iterates over D_R ∪ D_F.
 - Phase II iterates over the forget set; each step takes ``batch_size`` forget examples and
   ``round(batch_size * retain_per_forget)`` retain examples drawn at random (the pairing of
   forget and retain batches that open-unlearning's unlearning trainers use), so an epoch's cost

@@ -1,4 +1,4 @@
-"""Forget sub-domains and the centroid initialisation (ALTER_SPEC sections 3 and 5).
+"""Forget sub-domains and the centroid initialisation (docs/method.md §4 and §7).
 
 - ``auto:K``: k-means (scipy's ``kmeans2`` with k-means++ seeding) on the base model's mean
   final hidden state of each forget example; the clusters become sub-domains forget_0..K-1.

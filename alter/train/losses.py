@@ -1,8 +1,8 @@
-"""The hierarchical loss of ALTER_SPEC section 3, from one batch's logits.
+"""The hierarchical loss of docs/method.md §4, from one batch's logits.
 
 Positions are aligned the usual way: ``logits[:, t]`` predicts ``labels[:, t+1]``. A predicted
 token is *low entropy* when the base model's distribution that predicts it, S_q(base
-logits[:, t]), is below theta (ALTER_SPEC section 2; the same value the adapted layers route
+logits[:, t]), is below theta (docs/method.md §2; the same value the adapted layers route
 the token by). Only answer tokens (labels != -100) count.
 
     phase I :  L = CE on the high-entropy answer tokens of D_R ∪ D_F

@@ -1,4 +1,4 @@
-"""The two-phase ALTER trainer (ALTER_SPEC section 3), through ``accelerate``.
+"""The two-phase ALTER trainer (docs/method.md §4), through ``accelerate``.
 
 1. Preparation: forget sub-domains (data labels or ``auto:K``), wrapping, tokenisation, one
    no-grad base pass that gives every token's entropy (kept per example: the base model never

@@ -1,4 +1,4 @@
-"""Autograd wrapper of the gated shared-A / multi-B matmul (ALTER_SPEC sections 1 and 3).
+"""Autograd wrapper of the gated shared-A / multi-B matmul (docs/method.md §1 and §4).
 
 Forward, for x [N, d_in] (and optionally a frozen base weight W0 [d_out, d_in] with bias):
 

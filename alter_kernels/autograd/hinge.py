@@ -1,4 +1,4 @@
-"""Autograd wrapper of the fused hinge forget loss (ALTER_SPEC section 3).
+"""Autograd wrapper of the fused hinge forget loss (docs/method.md §4).
 
 The forward launcher (Triton or C++) makes one pass over each row of logits and returns the
 per-row hinge ``max(0, z_y - z_y' + margin)`` and the index of y'. The gradient is sparse — at

@@ -3,8 +3,8 @@
 This is the CPU path of ``asym_lora`` (and the fallback anywhere Triton is missing): on a CPU,
 torch's own GEMMs (oneDNN/MKL) beat a hand-written C++ GEMM, so the fusion here is in the
 *data flow* — one shrink ``x A^T``, one expand over the stacked experts ``B_cat`` of inner size
-E*r, accumulated in place into the caller's output — not in a new inner loop. ALTER_SPEC
-section 1 ("Cost note"). The Triton file ``alter_kernels/triton/asym_lora.py`` provides the same
+E*r, accumulated in place into the caller's output — not in a new inner loop. docs/method.md
+§1 ("Cost note"). The Triton file ``alter_kernels/triton/asym_lora.py`` provides the same
 three launchers with the same contracts.
 
 Shapes: x [N, d_in], A [r, d_in], gates [N, E], B_cat [d_out, E*r] (B_cat[:, e*r:(e+1)*r] = B_e),

@@ -6,7 +6,7 @@ releases the GIL and parallelises over rows with OpenMP using
 :func:`alter_kernels._backend.num_threads` threads. Public code calls them through
 :mod:`alter_kernels` (backend "cpp"), which validates the arguments first.
 
-- :func:`alter_kernels.cpu.entropy.tsallis_entropy_cpp` — ALTER_SPEC section 2
-- :func:`alter_kernels.cpu.hinge.hinge_forward_cpp` — ALTER_SPEC section 3
-- :func:`alter_kernels.cpu.routing.route_cpp` — ALTER_SPEC sections 1 and 4
+- :func:`alter_kernels.cpu.entropy.tsallis_entropy_cpp` — docs/method.md §2
+- :func:`alter_kernels.cpu.hinge.hinge_forward_cpp` — docs/method.md §4
+- :func:`alter_kernels.cpu.routing.route_cpp` — docs/method.md §1 and §3
 """

@@ -1,4 +1,4 @@
-"""Launcher of the one-pass Tsallis entropy kernel, csrc/entropy.cpp (ALTER_SPEC section 2)."""
+"""Launcher of the one-pass Tsallis entropy kernel, csrc/entropy.cpp (docs/method.md §2)."""
 
 from __future__ import annotations
 

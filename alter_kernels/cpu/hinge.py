@@ -1,4 +1,4 @@
-"""Launcher of the fused hinge forward kernel, csrc/hinge.cpp (ALTER_SPEC section 3)."""
+"""Launcher of the fused hinge forward kernel, csrc/hinge.cpp (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Launcher of the entropy-dispatched routing kernel, csrc/routing.cpp (ALTER_SPEC sections 1 and 4)."""
+"""Launcher of the entropy-dispatched routing kernel, csrc/routing.cpp (docs/method.md §1 and §3)."""
 
 from __future__ import annotations
 

@@ -62,8 +62,7 @@ def asym_lora(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Te
             convention); all one float dtype and device.
         gates: ``[N, E]`` expert weights per row (cast to x's dtype).
         scaling: s = alpha / r.
-        a_grad_mask: ``[N]`` bool; rows set False contribute nothing to dL/dA (ALTER_SPEC section
-            3: A learns only from high-entropy tokens). None: every row contributes.
+        a_grad_mask: ``[N]`` bool; rows set False contribute nothing to dL/dA (docs/method.md §4: A learns only from high-entropy tokens). None: every row contributes.
         b_grad_mask: ``[N]`` bool; likewise for dL/dB.
 
     Returns ``[N, d_out]`` in x's dtype, differentiable in x, A, B and gates. Gradients to x and

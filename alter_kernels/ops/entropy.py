@@ -68,7 +68,7 @@ def linear_tsallis_entropy(hidden: torch.Tensor, lm_head_weight: torch.Tensor, q
 
     Rows of ``hidden`` are processed ``chunk_size`` at a time: one GEMM makes that chunk's
     logits, the one-pass entropy kernel reduces them, and the chunk is freed before the next.
-    Peak extra memory is ``chunk_size * V`` logits instead of ``N * V`` (ALTER_SPEC section 2).
+    Peak extra memory is ``chunk_size * V`` logits instead of ``N * V`` (docs/method.md §2).
 
     Args:
         hidden: ``[..., d]`` final hidden states (fp32, bf16, fp16).

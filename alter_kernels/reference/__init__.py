@@ -1,4 +1,4 @@
-"""Plain PyTorch references: readable, unfused, the tests' ground truth (ALTER_SPEC sections 1-4)."""
+"""Plain PyTorch references: readable, unfused, the tests' ground truth (docs/method.md §1-§4)."""
 
 from alter_kernels.reference.asym_lora import asym_lora_reference
 from alter_kernels.reference.entropy import EntropyStats, linear_tsallis_entropy_reference, tsallis_entropy_reference

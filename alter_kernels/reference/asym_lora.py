@@ -1,4 +1,4 @@
-"""Reference gated shared-A / multi-B LoRA delta (ALTER_SPEC sections 1 and 3).
+"""Reference gated shared-A / multi-B LoRA delta (docs/method.md §1 and §4).
 
     h_n      = A x_n                                   A: [r, d_in]
     delta_n  = s * sum_e g[n, e] * B_e h_n             B: [E, d_out, r], g: [N, E]

@@ -1,4 +1,4 @@
-"""Reference Tsallis entropy of softmax(logits) (ALTER_SPEC section 2).
+"""Reference Tsallis entropy of softmax(logits) (docs/method.md §2).
 
     p = softmax(z),  S_q(p) = (1 - sum_i p_i^q) / (q - 1)   for q != 1,
     S_1(p) = -sum_i p_i log p_i                             (Shannon, the q -> 1 limit).
@@ -15,7 +15,7 @@ import torch
 
 
 class EntropyStats(NamedTuple):
-    """What one pass over a row of logits yields (ALTER_SPEC section 2).
+    """What one pass over a row of logits yields (docs/method.md §2).
 
     entropy: ``[...]`` fp32, S_q of softmax(logits).
     lse: ``[...]`` fp32, log-sum-exp of the row.

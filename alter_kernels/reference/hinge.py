@@ -1,4 +1,4 @@
-"""Reference bounded hinge forget loss (ALTER_SPEC section 3).
+"""Reference bounded hinge forget loss (docs/method.md §4).
 
 For a row with logits z and true next token y, with y' the highest-scoring token other than y:
 

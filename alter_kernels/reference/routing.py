@@ -1,4 +1,4 @@
-"""Reference entropy-dispatched routing (ALTER_SPEC sections 1 and 4).
+"""Reference entropy-dispatched routing (docs/method.md §1 and §3).
 
 mode="infer" (section 4), per token n with router logits u[n] over E experts:
   - H[n] <  theta (knowledge token): one-hot on argmax u[n] (ties: lowest index).

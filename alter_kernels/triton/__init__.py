@@ -1,4 +1,4 @@
-"""Triton kernels of ALTER (ALTER_SPEC sections 1-4) and their launchers.
+"""Triton kernels of ALTER (docs/method.md §1-§4) and their launchers.
 
 One module per kernel family, each holding only the ``@triton.jit`` kernel(s) and the Python
 launcher(s) that size the grid and allocate the outputs:

@@ -1,4 +1,4 @@
-"""The gated shared-A / multi-B LoRA matmul as three Triton kernels (ALTER_SPEC sections 1, 3).
+"""The gated shared-A / multi-B LoRA matmul as three Triton kernels (docs/method.md §1 and §4).
 
 Launchers ``shrink_gate``, ``expand_add`` and ``expand_backward`` have the names and contracts
 of :mod:`alter_kernels.composite.asym_lora` (the CPU path), so that
@@ -53,7 +53,7 @@ def _shrink_gate_kernel(x_ptr, a_ptr, g_ptr, h_ptr, hg_ptr, N, D_IN, R, E,
                         stride_xn, stride_ar, stride_gn, stride_hn, stride_hgn,
                         BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr,
                         PRECISION: tl.constexpr, INTERP: tl.constexpr, CT: tl.constexpr):
-    """Shrink and gate: h = x A^T, hg[:, e*r + j] = gates[:, e] * h[:, j] (ALTER_SPEC section 1).
+    """Shrink and gate: h = x A^T, hg[:, e*r + j] = gates[:, e] * h[:, j] (docs/method.md §1).
 
     Shapes / dtypes: x [N, D_IN], A [R, D_IN] (unit stride along D_IN), gates [N, E];
     h [N, R] and hg [N, E*R] (unit inner stride) in x's dtype. Grid: (cdiv(N, BLOCK_M),).
@@ -100,7 +100,7 @@ def _expand_add_kernel(hg_ptr, b_ptr, out_ptr, N, D_OUT, K, scaling,
                        stride_hgn, stride_bo, stride_on, stride_od,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        HAS_OUT: tl.constexpr, PRECISION: tl.constexpr, INTERP: tl.constexpr, CT: tl.constexpr):
-    """Stacked expand with fused accumulate: out += scaling * hg @ B_cat^T (ALTER_SPEC section 1).
+    """Stacked expand with fused accumulate: out += scaling * hg @ B_cat^T (docs/method.md §1).
 
     Shapes / dtypes: hg [N, K = E*r], B_cat [D_OUT, K] (unit stride along K); out [N, D_OUT]
     (any strides), read and written in place when HAS_OUT, else written as the plain product.
@@ -150,7 +150,7 @@ def _expand_backward_kernel(go_ptr, b_ptr, h_ptr, g_ptr, dh_ptr, dg_ptr, N, D_OU
                             BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, EC: tl.constexpr, R_PAD: tl.constexpr,
                             DENSE: tl.constexpr, PRECISION: tl.constexpr, INTERP: tl.constexpr,
                             CT: tl.constexpr):
-    """Backward of the gated expand without materialising dhg (ALTER_SPEC sections 1 and 3).
+    """Backward of the gated expand without materialising dhg (docs/method.md §1 and §4).
 
     Math, with G = dL/d(out) [N, D_OUT]:
         dhg[n, e, j] = scaling * sum_o G[n, o] B_cat[o, e*R + j]

@@ -1,4 +1,4 @@
-"""One-pass Tsallis entropy of softmax(logits) on rows of logits (ALTER_SPEC section 2).
+"""One-pass Tsallis entropy of softmax(logits) on rows of logits (docs/method.md §2).
 
 Kernel: :func:`_tsallis_entropy_kernel`; launcher: :func:`tsallis_entropy_triton`.
 
@@ -46,7 +46,7 @@ def _add_pair(a0, a1, b0, b1):
 @triton.jit
 def _tsallis_entropy_kernel(rows_ptr, ent_ptr, lse_ptr, amax_ptr, runner_ptr, V, stride_row, q, d_floor,
                             BLOCK: tl.constexpr, Q_MODE: tl.constexpr, STATS: tl.constexpr):
-    """Tsallis entropy S_q of p = softmax(z) for one row z of the logits (ALTER_SPEC section 2).
+    """Tsallis entropy S_q of p = softmax(z) for one row z of the logits (docs/method.md §2).
 
     Math (one pass, online softmax over tiles of BLOCK logits; m is the running max):
         s1 = sum_i exp(z_i - m),  sq = sum_i exp(q (z_i - m))      (Q_MODE 0, 2)
@@ -187,7 +187,7 @@ def _num_warps(block: int, stats: bool) -> int:
 def tsallis_entropy_triton(rows: torch.Tensor, q: float, return_stats: bool = False, *,
                            block: Optional[int] = None
                            ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Tsallis entropy of softmax over each row of ``rows`` (ALTER_SPEC section 2), one pass.
+    """Tsallis entropy of softmax over each row of ``rows`` (docs/method.md §2), one pass.
 
     Args:
         rows: ``[N, V]`` fp32, bf16 or fp16; ``rows.stride(-1) == 1`` (row stride arbitrary);

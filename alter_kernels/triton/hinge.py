@@ -1,4 +1,4 @@
-"""Forward pass of the bounded hinge forget loss (ALTER_SPEC section 3).
+"""Forward pass of the bounded hinge forget loss (docs/method.md §4).
 
 Kernel: :func:`_hinge_forward_kernel`; launcher: :func:`hinge_forward_triton`, used by
 :class:`alter_kernels.autograd.hinge.HingeForgetLossFunction` (which forms the mean and the
@@ -19,7 +19,7 @@ _IDX_NONE = tl.constexpr(2147483647)      # int32 max: "no candidate seen in thi
 @triton.jit
 def _hinge_forward_kernel(logits_ptr, labels_ptr, per_row_ptr, other_ptr, V, stride_row, margin, ignore_index,
                           BLOCK: tl.constexpr):
-    """Per-row hinge ``max(0, z_y - z_y' + margin)`` and the index y' (ALTER_SPEC section 3).
+    """Per-row hinge ``max(0, z_y - z_y' + margin)`` and the index y' (docs/method.md §4).
 
     Math, for row n with logits z and label y (y != ignore_index):
         y'  = argmax_{i != y} z_i          (first index on ties)
@@ -70,7 +70,7 @@ def _default_block(V: int) -> int:
 
 def hinge_forward_triton(logits: torch.Tensor, labels: torch.Tensor, margin: float, ignore_index: int, *,
                          block: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-row hinge values and runner-up indices (ALTER_SPEC section 3), one pass per row.
+    """Per-row hinge values and runner-up indices (docs/method.md §4), one pass per row.
 
     Args:
         logits: ``[N, V]`` (V >= 2) fp32, bf16 or fp16 with unit stride along V.

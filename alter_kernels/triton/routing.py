@@ -1,4 +1,4 @@
-"""Entropy-dispatched expert gates (ALTER_SPEC sections 1 and 4).
+"""Entropy-dispatched expert gates (docs/method.md §1 and §3).
 
 Kernel: :func:`_route_kernel`; launcher: :func:`route_triton`, with the semantics of
 :func:`alter_kernels.reference.route_reference`.
@@ -17,7 +17,7 @@ import triton.language as tl
 def _route_kernel(ent_ptr, u_ptr, out_ptr, N, E, stride_u, theta_hi, theta_mid, theta_lo, tau_high, tau_low,
                   top_k, retain_index, BLOCK_N: tl.constexpr, E_PAD: tl.constexpr, TRAIN: tl.constexpr,
                   ENT_F64: tl.constexpr):
-    """Gate weights of BLOCK_N tokens over E experts (ALTER_SPEC sections 1 and 4).
+    """Gate weights of BLOCK_N tokens over E experts (docs/method.md §1 and §3).
 
     Math, per token n with entropy H and router logits u (E entries), high = H >= theta:
         TRAIN:  w = softmax(u / tau),  tau = tau_high if high else tau_low        (section 1)
@@ -99,7 +99,7 @@ def _split_theta(theta: float, entropy_dtype: torch.dtype):
 
 def route_triton(entropy: torch.Tensor, router_logits: torch.Tensor, theta: float, *, tau_high: float = 2.0,
                  tau_low: float = 0.5, top_k: int = 3, retain_index: int = 0, mode: str = "infer") -> torch.Tensor:
-    """Gate weights ``[N, E]`` fp32 from entropies and router logits (ALTER_SPEC sections 1, 4).
+    """Gate weights ``[N, E]`` fp32 from entropies and router logits (docs/method.md §1 and §3).
 
     Same semantics as :func:`alter_kernels.reference.route_reference`; arguments are validated
     by :func:`alter_kernels.route`. ``entropy`` ``[N]`` float, ``router_logits`` ``[N, E]`` float
