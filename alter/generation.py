@@ -23,7 +23,7 @@ from typing import List, Optional
 import torch
 
 import alter_kernels
-from alter.model import positions_from_mask, shift_entropy
+from alter.entropy import check_finite, positions_from_mask, shift_entropy
 from alter.question_router import capture_features
 
 
@@ -85,7 +85,8 @@ class _EntropySession:
             return               # the base pass over the prompt already gave this entropy
         else:
             last = self._base_logits(input_ids, call_kwargs)
-        self.history.append(alter_kernels.tsallis_entropy(last.detach(), self.wrapper.alter_config.q))
+        self.history.append(check_finite(alter_kernels.tsallis_entropy(last.detach(), self.wrapper.alter_config.q),
+                                         what="entropy of the generated token"))
 
     def _base_logits(self, input_ids: torch.Tensor, call_kwargs: dict) -> torch.Tensor:
         wrapper = self.wrapper
@@ -166,7 +167,8 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
             out = wrapper.base_forward(input_ids, attention_mask, use_cache=True)
         if features:
             router_logits = wrapper.question_router_logits(features[-1], attention_mask)
-        per_position = alter_kernels.tsallis_entropy(out.logits.detach(), wrapper.alter_config.q)
+        per_position = check_finite(alter_kernels.tsallis_entropy(out.logits.detach(), wrapper.alter_config.q),
+                                    attention_mask, "base-model entropy of the prompt")
         base_cache = out.past_key_values
         del out
     else:             # one chunked base pass (no [B, P, V] logits) gives the entropies and the router's features

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import alter_kernels
+from alter.entropy import is_high
 from alter.routing_state import RoutingState
 
 
@@ -248,7 +249,7 @@ class AlterLinear(nn.Module):
             gates = F.one_hot(ids, E).to(x2.dtype)
         high = None
         if ent is not None:
-            high = ent >= self._theta()
+            high = is_high(ent, self._theta())
         a_mask = high if (self.state is None or self.state.shared_high_only) else None
         b_mask = high if (self.state is not None and self.state.b_grad_high_only) else None
         state = self.state

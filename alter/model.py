@@ -25,6 +25,7 @@ from torch import nn
 import alter_kernels
 from alter import io as alter_io
 from alter.config import AlterConfig
+from alter.entropy import check_finite, positions_from_mask, shift_entropy
 from alter.layer import AlterLinear
 from alter.question_router import QuestionRouter, capture_features, resolve_layer
 from alter.routing_state import RoutingState
@@ -33,26 +34,6 @@ from alter.targets import find_target_linears, set_submodule
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FORMAT_VERSION = 2          # 2: the question router's banks and calibration (version 1 had per-layer routers only)
-
-
-def shift_entropy(per_position: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Entropy of the distribution that predicted each token: ``H[:, t] = S(logits[:, t-1])``.
-
-    The first position, and the first real token after left padding, have no predictive
-    distribution and count as high entropy (+inf).
-    """
-    inf = torch.full_like(per_position[:, :1], float("inf"))
-    shifted = torch.cat([inf, per_position[:, :-1]], dim=1)
-    if attention_mask is not None:
-        prev_pad = torch.cat([torch.ones_like(attention_mask[:, :1], dtype=torch.bool),
-                              attention_mask[:, :-1] == 0], dim=1)
-        shifted = shifted.masked_fill(prev_pad.to(shifted.device), float("inf"))
-    return shifted
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count only real tokens (what generation uses with left padding)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class AlterModel(nn.Module):
@@ -183,6 +164,8 @@ class AlterModel(nn.Module):
                          logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, T]`` base-model S_q of the distribution *at* each position (the one predicting t+1).
 
+        A NaN at a real token (NaN logits) raises a ValueError naming the position.
+
         Without given logits and with a plain linear LM head, the entropy comes from the final
         hidden states chunk by chunk (:func:`alter_kernels.linear_tsallis_entropy`), so the base
         pass never holds the full ``[B, T, V]`` logits.
@@ -197,10 +180,11 @@ class AlterModel(nn.Module):
                     kwargs["position_ids"] = positions_from_mask(attention_mask)
                 with torch.no_grad(), self.disable_adapters():
                     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
-                return alter_kernels.linear_tsallis_entropy(hidden, head.weight, q, bias=head.bias)
+                ent = alter_kernels.linear_tsallis_entropy(hidden, head.weight, q, bias=head.bias)
+                return check_finite(ent, attention_mask, "base-model entropy")
             logits = self.base_forward(input_ids, attention_mask).logits
         with torch.no_grad():
-            return alter_kernels.tsallis_entropy(logits.detach(), q)
+            return check_finite(alter_kernels.tsallis_entropy(logits.detach(), q), attention_mask, "base-model entropy")
 
     def token_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                       logits: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -10,11 +10,13 @@
 //
 // A row is read chunk by chunk: pass 1 takes the chunk's maximum (and per-lane top-2), the
 // accumulators are rescaled if the maximum grew, pass 2 sums the exponentials while the chunk
-// is still in L1. Within a chunk the sums are fp32 per-lane accumulators; across chunks double.
+// is still in L1. A row holding a NaN gives NaN entropy, lse and runner-up.
+// Within a chunk the sums are fp32 per-lane accumulators; across chunks double.
 // Exponentials are 2^((z - m) log2 e) from common.h's exp2_nonpos (exactly 0 for -inf).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -74,6 +76,13 @@ struct Top2 {
   }
 };
 
+// Whether any of x[0..n) is NaN (a straight loop the compiler vectorises: compare-unordered + or).
+inline bool chunk_has_nan(const float* x, int64_t n) {
+  int bad = 0;
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<int>(x[i] != x[i]);
+  return bad != 0;
+}
+
 inline double hsum(const float* lane) {
   double s = 0.0;
   for (int j = 0; j < kLanes; ++j) s += lane[j];
@@ -117,11 +126,13 @@ RowResult entropy_row(const typename Src::Raw* row, int64_t vocab, double q, flo
   float m = kNegInf;
   double s1 = 0.0, s2 = 0.0;  // s2: sq, or t for Shannon
   int64_t arg = 0;
+  bool nan_seen = false;
   Top2 top2;
 
   for (int64_t start = 0; start < vocab; start += kChunk) {
     const int64_t n = std::min(kChunk, vocab - start);
     const float* x = as_float<Src>(row + start, n, buf);
+    nan_seen = nan_seen || chunk_has_nan(x, n);
     float m_new;
     if (Stats) {
       top2.add(x, n);
@@ -152,6 +163,10 @@ RowResult entropy_row(const typename Src::Raw* row, int64_t vocab, double q, flo
   }
 
   RowResult r{0.0f, kNegInf, kNegInf, 0};
+  if (nan_seen) {  // NaN in, NaN out (docs/method.md §2): the caller names the position
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    return RowResult{nan, nan, nan, arg};
+  }
   if (m == kNegInf) return r;  // an all -inf row has no distribution: entropy 0
   const double log_s1 = std::log(s1);
   double h;

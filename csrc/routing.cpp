@@ -8,6 +8,7 @@
 //                w among the other experts (lowest index on ties), zero the rest, renormalise.
 // Arithmetic in fp32 like the reference; E is small, so one thread handles a whole row.
 #include <algorithm>
+#include <limits>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -61,7 +62,12 @@ void route_rows(const void* entropy, int entropy_dtype, uintptr_t router_logits,
     for (int64_t r = 0; r < n_rows; ++r) {
       for (int64_t e = 0; e < E; ++e) u[e] = Src::get(base[r * E + e]);
       float* out = gates + r * E;
-      const bool high = load_entropy(entropy, entropy_dtype, r) >= theta;
+      const double h = load_entropy(entropy, entropy_dtype, r);
+      if (h != h) {  // NaN entropy: NaN gates (NaN in, NaN out; docs/method.md §2)
+        std::fill(out, out + E, std::numeric_limits<float>::quiet_NaN());
+        continue;
+      }
+      const bool high = h >= theta;
       if (train) {
         softmax_scaled(u.data(), E, high ? tau_high : tau_low, out);
         continue;

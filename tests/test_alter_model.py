@@ -7,8 +7,9 @@ import torch
 
 import alter
 import alter_kernels
-from alter.model import shift_entropy
-from tests.helpers import make_tiny_llama
+from alter.entropy import shift_entropy
+from alter.config import AlterConfig
+from tests.helpers import make_tiny_llama, make_tiny_tokenizer
 
 
 def _wrapped(tiny_tokenizer, forget_domains=("a", "b"), theta=1.0, source="adapted", seed=0):
@@ -195,3 +196,31 @@ def test_add_and_remove_forget_domains(tiny_tokenizer):
         w.remove_forget_domain("retain")
     with pytest.raises(ValueError, match="unknown domain"):
         w.remove_forget_domain("zzz")
+
+
+def test_nan_logits_at_a_real_token_raise_an_error_naming_the_position():
+    """NaN in the base model is an error naming (row, token), not a silent "low entropy" route."""
+    torch.manual_seed(0)
+    tok = make_tiny_tokenizer()
+    model = alter.wrap(make_tiny_llama(len(tok)), AlterConfig(r=4), theta=0.5)
+    ids = torch.randint(3, len(tok), (2, 6))
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0                                  # padding may be NaN without complaint
+
+    def poison(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        hidden[0, 5] = float("nan")                  # a padded position: ignored
+        if poison.real:
+            hidden[1, 3] = float("nan")              # a real token: named in the error
+        return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+
+    poison.real = False
+    handle = model.model.model.norm.register_forward_hook(poison)
+    try:
+        model(ids, attention_mask=mask)              # only padding is NaN: runs
+        poison.real = True
+        with pytest.raises(ValueError, match=r"NaN at position \(1, 3\)"):
+            model(ids, attention_mask=mask)
+    finally:
+        handle.remove()

@@ -477,3 +477,16 @@ def test_route_high_entropy_mix_never_divides_zero_by_zero(backend):
     assert torch.isfinite(mixed).all()
     torch.testing.assert_close(mixed.sum(-1), torch.ones(2))
     assert mixed[0, 1] == 0.0 and mixed[0, 2] == 1.0
+
+
+@pytest.mark.parametrize("backend", _route_backends())
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_route_nan_entropy_gives_nan_gates(backend, mode):
+    """NaN in, NaN out: a NaN entropy is never routed as a low-entropy (one-hot) token."""
+    u = torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.1, 0.2], [1.0, 2.0, 0.0]])
+    ent = torch.tensor([0.1, float("nan"), 3.0])
+    with ak.use_backend(backend):
+        gates = ak.route(ent, u, 1.0, top_k=1, mode=mode)
+    assert torch.isnan(gates[1]).all()
+    assert torch.isfinite(gates[[0, 2]]).all()
+    torch.testing.assert_close(gates[[0, 2]], ak.route_reference(ent[[0, 2]], u[[0, 2]], 1.0, top_k=1, mode=mode))

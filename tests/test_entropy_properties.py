@@ -3,7 +3,8 @@
 For p = softmax(z) over V classes: 0 <= S_q(p) <= (1 - V^(1-q)) / (q - 1) (log V for q = 1),
 with 0 at a one-hot distribution and the maximum at the uniform one; S_q is continuous in q at
 q = 1 (the Shannon limit); and no input — logits of +-1e4, -inf entries, rows entirely -inf —
-gives NaN. Checked with hypothesis on every backend present at collection time: "torch" always,
+gives NaN; and a NaN logit gives NaN out (entropy, lse, runner-up), never a silent "low
+entropy". Checked with hypothesis on every backend present at collection time: "torch" always,
 "cpp" when the extension is built, "triton" when its entropy module exists (under the Triton
 interpreter on CPU, which is slow: few, small examples).
 """
@@ -136,3 +137,29 @@ CASES = [(backend, name) for backend in BACKENDS for name in PROPERTIES]
 @pytest.mark.parametrize("backend, prop", CASES, ids=[f"{b}-{p}" for b, p in CASES])
 def test_entropy_property(backend, prop):
     _property_tests(backend)[prop]()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_in_gives_nan_out(backend, dtype):
+    """One policy for every backend: a row holding a NaN has NaN entropy, lse and runner-up; the
+    other rows are untouched (wide rows reach the C++ kernel's later chunks)."""
+    widths = (37,) if backend == "triton" else (37, 5000)
+    for V in widths:
+        z = torch.randn(4, V) * 3
+        z[1, V - 2] = float("nan")                   # one NaN among finite logits, late in the row
+        z[2, :] = float("-inf")
+        z[2, 3] = float("nan")                       # a NaN among -inf entries
+        z[3, :] = float("nan")
+        z = z.to(dtype)
+        device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+        with ak.use_backend(backend):
+            stats = ak.tsallis_entropy(z.to(device), 1.5, return_stats=True)
+            plain = ak.tsallis_entropy(z.to(device), 1.5).cpu()
+        for name in ("entropy", "lse", "runner_up"):
+            got = getattr(stats, name).cpu()
+            assert torch.isnan(got[1:]).all(), (backend, V, name, got)
+            assert not torch.isnan(got[0]), (backend, V, name, got)
+        assert torch.isnan(plain[1:]).all() and not torch.isnan(plain[0])
+        ref = tsallis_entropy_reference(z[:1].double(), 1.5)
+        assert torch.allclose(plain[:1].double(), ref, rtol=1e-4, atol=1e-4)

@@ -54,7 +54,7 @@ def cluster_forget_examples(model, items: Sequence[TrainItem], k: int, pad_token
 def centroid_init_routers(model, items: Sequence[TrainItem], theta: float, pad_token_id: int,
                           batch_size: int = 16) -> Dict[str, torch.Tensor]:
     """Set every router column to its domain's normalised low-entropy input centroid; returns the counts."""
-    from alter.model import shift_entropy
+    from alter.entropy import is_high, shift_entropy
 
     layers = model.adapter_layers()
     E = len(model.domains)
@@ -75,7 +75,7 @@ def centroid_init_routers(model, items: Sequence[TrainItem], theta: float, pad_t
             batch = collate_items([items[i] for i in idx], pad_token_id)
             mask = batch["attention_mask"]
             ent = shift_entropy(batch["position_entropy"], mask)
-            low = ((ent < theta) & mask.bool()).reshape(-1)
+            low = (~is_high(ent, theta) & mask.bool()).reshape(-1)
             dom = batch["domain"].unsqueeze(1).expand_as(mask).reshape(-1)
             current.update(low=low, dom=dom)
             counts.index_add_(0, dom[low], torch.ones(int(low.sum()), dtype=torch.float64))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import alter_kernels
 from alter.data.prompts import IGNORE_INDEX
+from alter.entropy import is_high
 
 
 def selected_positions(labels: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -46,7 +47,7 @@ def aligned(logits: torch.Tensor, labels: torch.Tensor, position_entropy: torch.
     ent = position_entropy[:, :-1].reshape(-1).to(lg.device)
     row = torch.arange(B, device=lg.device).repeat_interleave(T - 1)
     answer = lb != IGNORE_INDEX
-    return lg.index_select(0, idx), lb[idx], ent[idx] >= theta, row[idx], answer[idx]
+    return lg.index_select(0, idx), lb[idx], is_high(ent[idx], theta), row[idx], answer[idx]
 
 
 def hinge_violations(logits: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:

@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.data.prompts import IGNORE_INDEX, pad_id
-from alter.model import AlterModel, shift_entropy, wrap
+from alter.entropy import is_high, resolve_theta, shift_entropy
+from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
-from alter.threshold import resolve_theta
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
 from alter.train.domains import centroid_init_routers, cluster_forget_examples
@@ -200,7 +200,7 @@ class AlterTrainer:
         if model.theta is None:
             model.set_theta(resolve_theta(cfg.theta, answer_entropies))
         theta = model.theta
-        high = float((answer_entropies >= theta).float().mean()) if answer_entropies.numel() else 0.0
+        high = float(is_high(answer_entropies, theta).float().mean()) if answer_entropies.numel() else 0.0
         self.report = TrainReport(theta=theta, domains=list(domains), entropy_summary={
             "answer_tokens": int(answer_entropies.numel()), "frac_high": high,
             "median": float(answer_entropies.median()) if answer_entropies.numel() else float("nan"),
@@ -341,7 +341,7 @@ class AlterTrainer:
         domain = batch["domain"].to(device)
         where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
         need_base = cfg.lambda_struct > 0 and (cfg.struct_tokens == "non_hinge"
-                                               or bool((where & (pos_ent[:, :-1] >= theta)).any()))
+                                               or bool((where & is_high(pos_ent[:, :-1], theta)).any()))
         base_logits = model.base_forward(ids, mask).logits if need_base else None
         if model.question_router is not None:
             # the gates inference gives a question of this domain (its held-out router strength on the

@@ -29,7 +29,8 @@ def route(entropy: torch.Tensor, router_logits: torch.Tensor, theta: float, *, t
     ``softmax(u / tau)``, tau = tau_high at or above theta, tau_low below.
 
     Args:
-        entropy: ``[N]`` float (no NaN; +inf counts as high).
+        entropy: ``[N]`` float; +inf counts as high; a NaN entropy gives a row of NaN gates (NaN in,
+            NaN out; the model layer raises before that, naming the position).
         router_logits: ``[N, E]`` float, E >= 1.
         theta: entropy threshold.
         retain_index: which expert is the retain expert (kept in every high-entropy mix).

@@ -43,6 +43,8 @@ def tsallis_entropy_reference(logits: torch.Tensor, q: float = 1.5, *, return_st
     """S_q of softmax over the last dimension; fp32 result (fp64 in, fp64 out).
 
     Rows that are entirely -inf have no distribution: their entropy is 0 and their lse -inf.
+    A row holding a NaN gives NaN entropy, lse and runner-up (NaN in, NaN out; its arg-max is
+    unspecified); the model layer turns that into an error naming the position.
     """
     work_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     z = logits.to(work_dtype)
@@ -52,6 +54,9 @@ def tsallis_entropy_reference(logits: torch.Tensor, q: float = 1.5, *, return_st
     logp = torch.log_softmax(z_safe, dim=-1)
     logp = torch.where(empty, torch.full_like(logp, float("-inf")), logp)
     entropy = _entropy_from_logp(logp, q)
+    has_nan = torch.isnan(z).any(-1)
+    nan = torch.full_like(entropy, float("nan"))
+    entropy = torch.where(has_nan, nan, entropy)
     if not return_stats:
         return entropy
     lse = torch.logsumexp(z, dim=-1)
@@ -62,6 +67,8 @@ def tsallis_entropy_reference(logits: torch.Tensor, q: float = 1.5, *, return_st
         runner_up = without_top.amax(-1)
     else:
         runner_up = torch.full(z.shape[:-1], float("-inf"), dtype=work_dtype, device=z.device)
+    lse = torch.where(has_nan, nan, lse)
+    runner_up = torch.where(has_nan, nan, runner_up)
     return EntropyStats(entropy, lse, argmax, runner_up)
 
 

@@ -23,7 +23,8 @@ def route_reference(entropy: torch.Tensor, router_logits: torch.Tensor, theta: f
     if mode == "train":
         tau = torch.where(high, torch.full_like(entropy, tau_high, dtype=torch.float32),
                           torch.full_like(entropy, tau_low, dtype=torch.float32))
-        return torch.softmax(u / tau[:, None], dim=-1)
+        gates = torch.softmax(u / tau[:, None], dim=-1)
+        return torch.where(torch.isnan(entropy)[:, None], float("nan"), gates)
     low_gates = torch.nn.functional.one_hot(u.argmax(-1), E).to(torch.float32)
     x = u / tau_high
     keep = torch.zeros_like(x, dtype=torch.bool)
@@ -37,4 +38,5 @@ def route_reference(entropy: torch.Tensor, router_logits: torch.Tensor, theta: f
         keep.scatter_(1, top, True)
     # renormalising the kept softmax weights == a softmax over the kept logits (no 0 / 0 possible)
     high_gates = torch.softmax(x.masked_fill(~keep, float("-inf")), dim=-1)
-    return torch.where(high[:, None], high_gates, low_gates)
+    gates = torch.where(high[:, None], high_gates, low_gates)
+    return torch.where(torch.isnan(entropy)[:, None], float("nan"), gates)     # NaN in, NaN out

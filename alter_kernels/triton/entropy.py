@@ -71,6 +71,7 @@ def _tsallis_entropy_kernel(rows_ptr, ent_ptr, lse_ptr, amax_ptr, runner_ptr, V,
         q: fp32 scalar (unused when Q_MODE is 1 or 2). Grid: (N,), one program per row.
         Arithmetic in fp32.
 
+    A row holding a NaN gives NaN entropy, lse and runner-up (NaN in, NaN out; docs/method.md §2).
     -inf logits contribute nothing (exp2(-inf) = 0); an all -inf row yields entropy 0, lse
     -inf, argmax 0 and runner-up -inf without forming exp(-inf - -inf): the rescaling exponent
     (and, for Shannon, d) is clamped below at ``d_floor``, a huge negative finite number chosen
@@ -133,7 +134,8 @@ def _tsallis_entropy_kernel(rows_ptr, ent_ptr, lse_ptr, amax_ptr, runner_ptr, V,
     else:
         ratio = acc / tl.exp2(q * tl.log2(s1_safe))  # sum_i p_i^q
         ent = (1.0 - ratio) / (q - 1.0)
-    ent = tl.where(s1 > 0.0, ent, 0.0)
+    has_nan = s1 != s1                                # a NaN logit reaches s1 whatever the max does
+    ent = tl.where(s1 > 0.0, ent, tl.where(has_nan, float("nan"), 0.0))
     tl.store(ent_ptr + row, ent)
 
     if STATS:
@@ -142,6 +144,8 @@ def _tsallis_entropy_kernel(rows_ptr, ent_ptr, lse_ptr, amax_ptr, runner_ptr, V,
         arg = tl.min(tl.where(top1 == best, top_idx, _IDX_NONE), axis=0)
         arg = tl.where(arg == _IDX_NONE, 0, arg)    # all -inf row: index 0, like torch.argmax
         runner = tl.max(tl.where(top_idx == arg, top2, top1), axis=0)
+        lse = tl.where(has_nan, float("nan"), lse)
+        runner = tl.where(has_nan, float("nan"), runner)
         tl.store(lse_ptr + row, lse)
         tl.store(amax_ptr + row, arg.to(tl.int64))
         tl.store(runner_ptr + row, runner)

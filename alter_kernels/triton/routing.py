@@ -78,6 +78,7 @@ def _route_kernel(ent_ptr, u_ptr, out_ptr, N, E, stride_u, theta_hi, theta_mid, 
         arg = tl.min(tl.where(u == u_max[:, None], cols[None, :], E_PAD), axis=1)
         low_gates = tl.where(cols[None, :] == arg[:, None], 1.0, 0.0)
         gates = tl.where(high[:, None], high_gates, low_gates)
+    gates = tl.where((ent != ent)[:, None], float("nan"), gates)     # NaN entropy: NaN gates
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * E + cols[None, :], gates, mask=mask)
 
 
