@@ -56,7 +56,6 @@ class AlterConfig:
                            "forget expert)")
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
     tau_high: float = _f(2.0, "router temperature for high-entropy tokens (> 1 spreads weight over experts)")
-    tau_low: float = _f(0.5, "router temperature for low-entropy tokens in the dense training-mode gate (< 1)")
     top_k: int = _f(3, "forget experts mixed (with the retain expert) on high-entropy tokens at inference")
     # --- losses (section 3) ---
     lambda_forget: float = _f(1.0, "weight of the hinge forget loss")
@@ -141,7 +140,7 @@ class AlterConfig:
                 bad("theta", "must be 'auto', 'quantile:P' with P in [0, 1], or a number")
         elif not isinstance(self.theta, (int, float)):
             bad("theta", "must be 'auto', 'quantile:P' or a number")
-        for name in ("tau_high", "tau_low", "batch_size", "lr_phase1", "lr_phase2", "lr_router", "max_length"):
+        for name in ("tau_high", "batch_size", "lr_phase1", "lr_phase2", "lr_router", "max_length"):
             if not getattr(self, name) > 0:
                 bad(name, "must be > 0")
         if int(self.phase2_min_steps) != self.phase2_min_steps or self.phase2_min_steps < 0:

@@ -37,7 +37,7 @@ from alter.routing_state import RoutingState
 
 class AlterLinear(nn.Module):
     def __init__(self, base_layer: nn.Linear, r: int = 8, alpha: float = 16.0, num_forget_experts: int = 1, *,
-                 theta: Optional[float] = None, tau_high: float = 2.0, tau_low: float = 0.5, top_k: int = 3,
+                 theta: Optional[float] = None, tau_high: float = 2.0, top_k: int = 3,
                  dropout: float = 0.0, adapter_dtype: Optional[torch.dtype] = None):
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
@@ -48,8 +48,8 @@ class AlterLinear(nn.Module):
             raise ValueError(f"num_forget_experts must be a non-negative integer, got {num_forget_experts}")
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha}")
-        if not (tau_high > 0 and tau_low > 0):
-            raise ValueError(f"tau_high and tau_low must be > 0, got {tau_high} and {tau_low}")
+        if not tau_high > 0:
+            raise ValueError(f"tau_high must be > 0, got {tau_high}")
         self.base_layer = base_layer
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
@@ -57,7 +57,6 @@ class AlterLinear(nn.Module):
         self.alpha = float(alpha)
         self.scaling = self.alpha / self.r
         self.tau_high = float(tau_high)
-        self.tau_low = float(tau_low)
         self.top_k = int(top_k)
         self.theta = None if theta is None else float(theta)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
@@ -222,7 +221,7 @@ class AlterLinear(nn.Module):
             theta = 0.0
         else:
             theta = self._theta()
-        return alter_kernels.route(ent, u, theta, tau_high=self.tau_high, tau_low=self.tau_low, top_k=self.top_k,
+        return alter_kernels.route(ent, u, theta, tau_high=self.tau_high, top_k=self.top_k,
                                    retain_index=0, mode="infer")
 
     def _train_gates(self, x2, lead, ent, domain):

@@ -57,7 +57,7 @@ class AlterModel(nn.Module):
         self.target_names: List[str] = []
         for name, linear in find_target_linears(model, config.target_modules):
             layer = AlterLinear(linear, r=config.r, alpha=config.alpha, num_forget_experts=len(config.forget_domains),
-                                tau_high=config.tau_high, tau_low=config.tau_low, top_k=config.top_k,
+                                tau_high=config.tau_high, top_k=config.top_k,
                                 dropout=config.dropout)
             layer.state = self.state
             set_submodule(model, name, layer)
@@ -312,7 +312,7 @@ class AlterModel(nn.Module):
         return {
             "format": "alter-adapter", "format_version": FORMAT_VERSION,
             "base_model": self.base_model_name, "theta": self.state.theta, "domains": cfg.domains,
-            "r": cfg.r, "alpha": cfg.alpha, "q": cfg.q, "tau_high": cfg.tau_high, "tau_low": cfg.tau_low,
+            "r": cfg.r, "alpha": cfg.alpha, "q": cfg.q, "tau_high": cfg.tau_high,
             "top_k": cfg.top_k, "target_modules": cfg.target_modules, "target_layers": list(self.target_names),
             "config": cfg.to_dict(),
             "question_router": self.question_router.metadata() if self.question_router is not None else None,
@@ -359,7 +359,9 @@ def load_adapter(base_model: nn.Module, directory) -> AlterModel:
     weights = directory / ADAPTER_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"no ALTER adapter weights in {directory}: {ADAPTER_WEIGHTS} is missing")
-    config = AlterConfig.from_dict(meta["config"])
+    values = dict(meta["config"])
+    values.pop("tau_low", None)      # adapters saved before tau_low was removed (it changed no gate)
+    config = AlterConfig.from_dict(values)
     wrapped = AlterModel(base_model, config, theta=meta.get("theta"), base_model_name=meta.get("base_model"))
     if list(wrapped.target_names) != list(meta.get("target_layers", wrapped.target_names)):
         raise ValueError(f"the adapter in {directory} targets layers {meta['target_layers'][:3]}... which this model "

@@ -143,7 +143,7 @@ def test_save_and_load_adapter_restore_the_model_exactly(tiny_tokenizer, tmp_pat
         expected = w(**enc).logits
     w.save_adapter(tmp_path / "adapter")
     meta = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    for key in ("r", "alpha", "target_modules", "q", "theta", "tau_high", "tau_low", "domains", "base_model"):
+    for key in ("r", "alpha", "target_modules", "q", "theta", "tau_high", "domains", "base_model"):
         assert key in meta
     assert meta["theta"] == 0.75 and meta["domains"] == ["retain", "a", "b"]
     torch.manual_seed(0)
@@ -224,3 +224,14 @@ def test_nan_logits_at_a_real_token_raise_an_error_naming_the_position():
             model(ids, attention_mask=mask)
     finally:
         handle.remove()
+
+
+def test_an_adapter_saved_with_the_removed_tau_low_still_loads(tiny_tokenizer, tmp_path):
+    w = _wrapped(tiny_tokenizer, theta=0.75)
+    w.save_adapter(tmp_path / "adapter")
+    path = tmp_path / "adapter" / "adapter_config.json"
+    meta = json.loads(path.read_text())
+    meta["tau_low"] = meta["config"]["tau_low"] = 0.5        # what an older version wrote
+    path.write_text(json.dumps(meta))
+    restored = alter.load_adapter(make_tiny_llama(len(tiny_tokenizer)), tmp_path / "adapter")
+    assert restored.theta == 0.75 and not hasattr(restored.alter_config, "tau_low")
