@@ -98,6 +98,8 @@ class AlterConfig:
     lr_router: float = _f(1e-2, "learning rate of the routers (linear probes on detached features)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
+    gradient_checkpointing: bool = _f(False, "recompute each block's activations during backward (less memory, "
+                                      "more time); the routing plan of each forward survives the recompute")
     retain_per_forget: float = _f(1.0, "phase II retain examples per forget example in each step (the forget/retain "
                                   "pairing of open-unlearning's trainers; 0: forget examples only)")
     anchor_per_forget: float = _f(0.0, "question router: retain examples per forget example in each phase II step, "

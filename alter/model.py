@@ -219,14 +219,15 @@ class AlterModel(nn.Module):
                 raise ValueError("this AlterModel has no entropy threshold yet: train it, load an adapter, or call "
                                  "set_theta()")
             entropy = self.token_entropy(input_ids, attention_mask)
-        values = {}
         if self._generation is None:
-            values["entropy"] = entropy
-            values["domain"] = domain
-            values["router_logits"] = router_logits
-            values["token_mask"] = attention_mask.bool() if attention_mask is not None else None
-        with self.state.scope(**values):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+            # The routing plan of this forward stays in place after it returns (until the next
+            # forward replaces it): activation checkpointing recomputes the layers during backward,
+            # after this call, and must route them exactly as the forward did.
+            self.state.entropy = entropy
+            self.state.domain = domain
+            self.state.router_logits = router_logits
+            self.state.token_mask = attention_mask.bool() if attention_mask is not None else None
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):

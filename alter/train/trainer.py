@@ -17,6 +17,7 @@ order is a function of the seed, and the optimizer state, RNG and step counters 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -60,6 +61,10 @@ def _peak_memory_bytes(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# config fields that change how a run computes, not what it computes: a resume may change them
+RESULT_NEUTRAL = frozenset({"gradient_checkpointing"})
 
 
 class ForgetWindow:
@@ -314,7 +319,23 @@ class AlterTrainer:
                                       per_forget, cfg.seed)
         return plans
 
+    def _state_scope(self, phase: str, batch: dict):
+        """The routing-state flags of one training step, held through its backward: activation
+        checkpointing recomputes the layers during backward and must see the flags of the forward."""
+        cfg, model = self.config, self.model
+        if phase == "phase1":
+            warm = self._router_warmup()
+            return model.state.scope(b_grad_high_only=True, collect_route_loss=warm, route_losses=[],
+                                     route_all_tokens=cfg.route_tokens == "all",
+                                     route_targets=batch["domain"].to(model.device) if warm else None,
+                                     route_class_weights=self._domain_balance() if warm else None)
+        if model.question_router is None:
+            return model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[],
+                                     route_all_tokens=cfg.route_tokens == "all")
+        return contextlib.nullcontext()
+
     def _step(self, phase: str, batch: dict, train_model) -> Dict[str, torch.Tensor]:
+        """Forward and losses of one step; call it inside :meth:`_state_scope`."""
         cfg = self.config
         model = self.model
         device = model.device
@@ -326,13 +347,8 @@ class AlterTrainer:
         theta = model.theta
         if phase == "phase1":
             domain = torch.zeros_like(batch["domain"]).to(device)
-            warm = self._router_warmup()
-            with model.state.scope(b_grad_high_only=True, collect_route_loss=warm, route_losses=[],
-                                   route_all_tokens=cfg.route_tokens == "all",
-                                   route_targets=batch["domain"].to(device) if warm else None,
-                                   route_class_weights=self._domain_balance() if warm else None):
-                logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
-                route = model.state.pop_route_loss()
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            route = model.state.pop_route_loss()
             out = phase1_loss(logits, labels, pos_ent, theta)
             if route is not None:
                 out["route"] = route.detach()
@@ -357,10 +373,8 @@ class AlterTrainer:
             logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, router_logits=u).logits
             route = None
         else:
-            with model.state.scope(collect_route_loss=cfg.lambda_route > 0, route_losses=[],
-                                   route_all_tokens=cfg.route_tokens == "all"):
-                logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
-                route = model.state.pop_route_loss()
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            route = model.state.pop_route_loss()
         content = batch["content"].to(device) if cfg.hinge_tokens == "content" else None
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
@@ -412,12 +426,14 @@ class AlterTrainer:
         for step in range(start_step, len(plan)):
             idx = plan[step][acc.process_index::acc.num_processes] or plan[step][:1]
             batch = collate_items([self.items[i] for i in idx], self._pad())
-            out = self._step(phase, batch, train_model)
-            if not bool(torch.isfinite(out["loss"].detach())):
-                raise FloatingPointError(
-                    f"ALTER {phase} step {step + 1}: the loss is {float(out['loss'].detach())} (not finite); stopped "
-                    "before the optimizer step, so the last checkpoint and the model hold the last good values")
-            acc.backward(out["loss"])
+            with self._state_scope(phase, batch):
+                out = self._step(phase, batch, train_model)
+                if not bool(torch.isfinite(out["loss"].detach())):
+                    raise FloatingPointError(
+                        f"ALTER {phase} step {step + 1}: the loss is {float(out['loss'].detach())} (not finite); "
+                        "stopped before the optimizer step, so the last checkpoint and the model hold the last "
+                        "good values")
+                acc.backward(out["loss"])
             if self.config.max_grad_norm > 0:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 acc.clip_grad_norm_(params, self.config.max_grad_norm)
@@ -503,13 +519,37 @@ class AlterTrainer:
         found = ckpt.latest_checkpoint(self.output_dir / "checkpoints") if (resume and self.output_dir) else None
         if found is not None:
             global_step = self._resume_from(found, plans, start, restore)
-        for phase in ("phase1", "phase2"):
-            if phase in plans and start[phase] < len(plans[phase]):
-                global_step = self._run_phase(phase, plans[phase], start[phase], global_step,
-                                              resume_from=restore.get(phase))
+        with self._checkpointing():
+            for phase in ("phase1", "phase2"):
+                if phase in plans and start[phase] < len(plans[phase]):
+                    global_step = self._run_phase(phase, plans[phase], start[phase], global_step,
+                                                  resume_from=restore.get(phase))
         if self.output_dir is not None and self.accelerator.is_main_process:
             model.save_adapter(self.output_dir / "adapter", extra={"train_report": self.report.to_dict()})
         return model
+
+    @contextlib.contextmanager
+    def _checkpointing(self):
+        """Activation checkpointing of the base model's blocks while training, when configured
+        (non-reentrant: the frozen base's inputs need no grad for the adapters to get theirs)."""
+        base = self.model.model
+        if not self.config.gradient_checkpointing:
+            yield
+            return
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ValueError(f"gradient_checkpointing=True, but {type(base).__name__} does not support it")
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):         # transformers >= 5.x names it so
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        try:
+            yield
+        finally:
+            if hasattr(base, "activation_checkpointing_disable"):
+                base.activation_checkpointing_disable()
+            else:
+                base.gradient_checkpointing_disable()
 
     def _resume_from(self, found: Path, plans: dict, start: dict, restore: dict) -> int:
         """Load a checkpoint into the prepared model; set where each phase starts. Returns the global step."""
@@ -519,7 +559,7 @@ class AlterTrainer:
             raise ValueError(f"checkpoint {found} has domains {progress['domains']}, this run has {model.domains}; "
                              "resume with the same data and config")
         saved, now = progress.get("config") or {}, json.loads(json.dumps(self.config.to_dict()))
-        changed = [k for k in now if k in saved and saved[k] != now[k]]
+        changed = [k for k in now if k in saved and saved[k] != now[k] and k not in RESULT_NEUTRAL]
         if changed:
             k = changed[0]
             raise ValueError(f"cannot resume from {found}: {k} changed ({saved[k]!r} -> {now[k]!r}); a resumed run "
