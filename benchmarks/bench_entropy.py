@@ -85,3 +85,22 @@ def test_linear_tsallis_entropy_memory(benchmark, compare, record_ratio):
     full_peak = peak_memory(materialised, DEVICE) / 2**20
     ratio = record_ratio("chunked vs materialised logits (peak memory)", chunked_peak, full_peak, "MiB")
     benchmark.extra_info.update(peak_mib=chunked_peak, materialised_peak_mib=full_peak, memory_ratio=ratio)
+
+
+@pytest.mark.skipif(not CUDA, reason="HBM bandwidth share: CUDA only")
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_entropy_bandwidth_share(benchmark, record_ratio, dtype):
+    """Share of the practical HBM bandwidth the entropy kernel reaches at Llama 3's vocabulary: its
+    bytes read per second against a device copy's bytes moved (read + write) per second. Target
+    (issue 10): >= 0.85."""
+    from benchmarks.conftest import interleaved_medians
+
+    z = _logits((8192, 128256), dtype)
+    dst = torch.empty_like(z)
+    kernel = synchronized(lambda: ak.tsallis_entropy(z, Q), DEVICE)
+    copy = synchronized(lambda: dst.copy_(z), DEVICE)
+    benchmark.pedantic(kernel, rounds=10, iterations=1, warmup_rounds=2)
+    t_kernel, t_copy = interleaved_medians(kernel, copy, rounds=10, warmup_rounds=2)
+    gb = z.numel() * z.element_size() / 1e9
+    share = record_ratio("entropy GB/s read vs copy_ GB/s moved", t_kernel / gb, t_copy / (2 * gb), "s/GB")
+    benchmark.extra_info.update(kernel_gbps=gb / t_kernel, copy_gbps=2 * gb / t_copy, share=share)

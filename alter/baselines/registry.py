@@ -1,7 +1,7 @@
 """Every baseline by name, and the one lookup that turns a name (or an instance) into a method.
 
 ``alter`` and ``asymlora`` are not baselines: they are ALTER itself and its entropy-free ablation,
-trained by :class:`alter.train.AlterTrainer`.
+trained by :class:`alter.train.AlterTrainer`; :mod:`alter.methods` is the registry of all of them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ BASELINE_NAMES = tuple(METHODS)
 UNLEARNING_NAMES = tuple(n for n in METHODS if n not in ("finetune", "retain"))
 """The unlearning baselines (those with a forget loss)."""
 
-ALTER_NAMES = ("alter", "asymlora")
+ALTER_NAMES = ("alter", "asymlora")     # named here only to point a misdirected call to the right trainer
 
 
 def resolve_method(method: Union[str, Method], method_kwargs: Optional[dict] = None) -> Method:

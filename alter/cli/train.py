@@ -34,11 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
-    from alter.baselines.registry import BASELINE_NAMES
-    from alter.compare.settings import ALL_METHODS
+    from alter.methods import ALL_METHODS, help_text
 
-    p.add_argument("--method", default="alter", help="unlearning method: alter (default), asymlora (ALTER without "
-                   f"token entropy), or a baseline: {', '.join(BASELINE_NAMES)}")
+    p.add_argument("--method", default="alter", help="unlearning method (default: alter). " + help_text())
     p.add_argument("--lr", type=float, default=None, help="with a baseline --method: its learning rate (default: "
                    "the method's own)")
     p.add_argument("--epochs", type=float, default=None, help="with a baseline --method: epochs over the forget "
@@ -106,21 +104,22 @@ def run_train(args) -> int:
     from alter import models
     from alter.train import AlterTrainer
 
-    from alter.baselines.registry import ALTER_NAMES, BASELINE_NAMES
+    from alter.methods import REGISTRY, TRAINABLE
 
     method = args.method.strip().lower()
-    if method not in ALTER_NAMES + BASELINE_NAMES:
-        raise UsageError(f"--method {args.method}: unknown method; known: {', '.join(ALTER_NAMES + BASELINE_NAMES)}")
-    if method in ALTER_NAMES and (args.lr is not None or args.epochs is not None):
+    if method not in TRAINABLE:
+        raise UsageError(f"--method {args.method}: unknown method; known: {', '.join(TRAINABLE)}")
+    info = REGISTRY[method]
+    if info.kind == "alter" and (args.lr is not None or args.epochs is not None):
         raise UsageError("--lr and --epochs apply to a baseline --method; ALTER takes --lr-phase2, --phase2-epochs, ...")
     config = build_config(args)
-    if method == "asymlora":
-        config = config.replace(token_entropy=False)
+    if info.alter_config:
+        config = config.replace(**info.alter_config)
     forget, retain = _load_sets(args)
     output = Path(args.output or f"alter_runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = models.load(args.model, device=device)
-    if method not in ALTER_NAMES:
+    if info.kind != "alter":
         from alter.baselines import run_unlearning
 
         result = run_unlearning(method, model, tokenizer, forget, retain, epochs=args.epochs, lr=args.lr,

@@ -13,10 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from alter.baselines.registry import ALTER_NAMES, UNLEARNING_NAMES
-
-# every method of the registry: the two reference models, the unlearning baselines, then ALTER's ablation and ALTER
-ALL_METHODS = ["finetune", "retain"] + list(UNLEARNING_NAMES) + sorted(ALTER_NAMES, key=lambda m: m == "alter")
+from alter.methods import ALL_METHODS  # noqa: F401  (re-exported: the comparison's method list)
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from alter import io as alter_io
 from alter.compare.settings import CompareSettings
 from alter.compare.variants import MethodSpec, parse_spec
+from alter.methods import method_info
 
 
 @dataclasses.dataclass
@@ -127,16 +128,15 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
     if method == "finetune":
         return model, tok, {"train_seconds": 0.0, "peak_memory_bytes": None, "trainable_parameters": 0}
     with measure() as rec:
-        if method in ("alter", "asymlora"):
+        info = method_info(method)
+        if info.kind == "alter":
             import alter
             from alter.train import AlterTrainer
 
             values = {"phase2_epochs": s.unlearn_epochs, "batch_size": s.batch_size,
-                      "system_prompt": s.system_prompt, **s.alter, "seed": seed}
+                      "system_prompt": s.system_prompt, **s.alter, **info.alter_config, "seed": seed}
             if spec.lr is not None:
                 values["lr_phase2"] = spec.lr
-            if method == "asymlora":
-                values["token_entropy"] = False
             trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), data.forget, data.retain,
                                    progress=progress)
             model = trainer.train()

