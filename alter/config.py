@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 
@@ -209,3 +210,30 @@ def field_help() -> Dict[str, str]:
 
 def field_choices() -> Dict[str, Optional[tuple]]:
     return {f.name: f.metadata.get("choices") for f in dataclasses.fields(AlterConfig)}
+
+
+def read_yaml(path) -> Dict[str, Any]:
+    """The mapping of config keys in a YAML file; a clear error for a missing or malformed file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def build_config(base: Optional[Dict[str, Any]] = None, yaml_path=None,
+                 overrides: Optional[Dict[str, Any]] = None) -> AlterConfig:
+    """AlterConfig from ``base`` (a preset) < the YAML file ``yaml_path`` < ``overrides`` (e.g. flags)."""
+    values: Dict[str, Any] = dict(base or {})
+    if yaml_path:
+        values.update(read_yaml(yaml_path))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return AlterConfig.from_dict(values)
+

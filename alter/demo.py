@@ -118,8 +118,10 @@ def _answer_entropies_by_domain(trainer) -> Dict[str, List[float]]:
     return groups
 
 
-def run_demo(args) -> int:
-    from alter.cli.options import build_config
+def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
+    """The demo; ``args`` carries its options (quick, output, model, no_progress, config: a YAML
+    path), ``config_overrides`` the AlterConfig values given on the command line."""
+    from alter.config import build_config
     from alter.data.synthetic import SyntheticAuthors
     from alter.plots import entropy_histogram
     from alter.train import AlterTrainer
@@ -149,7 +151,8 @@ def run_demo(args) -> int:
                        preset, progress)
     t = _stage("evaluate before", timings, t)
 
-    config = build_config(args, base={**preset.alter, "system_prompt": preset.system_prompt, "seed": preset.seed})
+    config = build_config({**preset.alter, "system_prompt": preset.system_prompt, "seed": preset.seed},
+                          getattr(args, "config", None), config_overrides)
     trainer = AlterTrainer(model, tokenizer, config, forget, retain, output_dir=out_dir, progress=progress)
     wrapped = trainer.train()
     t = _stage("unlearn with ALTER", timings, t)

@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 import re
 import typing
-from pathlib import Path
 from typing import Any, Dict, Optional
 
+from alter import config as config_module
 from alter.config import AlterConfig, field_choices, field_help
 
 
@@ -73,32 +73,15 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"{helps[f.name]} (default: {shown})")
 
 
-def read_yaml(path) -> Dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
-    return data
+def config_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The AlterConfig fields given as flags (``--lr-phase2 1e-3`` -> ``{"lr_phase2": 1e-3}``)."""
+    return {name: getattr(args, f"cfg_{name}") for name in AlterConfig.field_names()
+            if getattr(args, f"cfg_{name}", None) is not None}
 
 
 def build_config(args: argparse.Namespace, base: Optional[Dict[str, Any]] = None) -> AlterConfig:
-    """AlterConfig from (optional preset) < ``--config`` YAML < explicit flags."""
-    values: Dict[str, Any] = dict(base or {})
-    config_path = getattr(args, "config", None)
-    if config_path:
-        values.update(read_yaml(config_path))
-    for name in AlterConfig.field_names():
-        v = getattr(args, f"cfg_{name}", None)
-        if v is not None:
-            values[name] = v
+    """AlterConfig from (optional preset) < ``--config`` YAML < explicit flags; bad values are a UsageError."""
     try:
-        return AlterConfig.from_dict(values)
-    except (TypeError, ValueError) as exc:
+        return config_module.build_config(base, getattr(args, "config", None), config_overrides(args))
+    except (TypeError, ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None

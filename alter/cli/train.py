@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from alter.cli.options import UsageError, add_config_flags, build_config
+from alter.cli.options import UsageError, add_config_flags, build_config, config_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +213,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
         if args.demo:
             from alter.demo import run_demo
-            return run_demo(args)
+            build_config(args)                       # bad flags or YAML: one usage line before any work
+            return run_demo(args, config_overrides(args))
         if args.quick or args.compare:
             raise UsageError("--quick and --compare only apply to --demo")
         return run_train(args)
