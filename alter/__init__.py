@@ -1,7 +1,7 @@
 """ALTER: asymmetric LoRA with token-entropy-guided unlearning of LLMs (the method as built: docs/method.md).
 
 Public API: :class:`AlterLinear` (drop-in layer), :class:`AlterConfig`, :func:`wrap`,
-:class:`AlterModel`, :func:`load_adapter`, and ``alter.models.load`` for the embedded model.
+:class:`AlterModel`, :func:`load_adapter`, and ``alter.model_loading.load`` for the embedded model.
 """
 
 from alter.config import AlterConfig

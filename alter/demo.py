@@ -58,7 +58,7 @@ def _stage(name: str, timings: Dict[str, float], t0: float) -> float:
 
 def _finetuned_model(model_name: str, examples, preset: DemoPreset, progress: bool, use_cache: bool):
     """The base model fine-tuned on every author (from the cache when this exact run was done before)."""
-    from alter.train.finetune import cached_finetune
+    from alter.train.supervised import cached_finetune
 
     model, tokenizer, report = cached_finetune(
         model_name, examples, tag="demo", use_cache=use_cache, progress=progress, desc="teach the authors",

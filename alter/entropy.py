@@ -1,6 +1,12 @@
 """Token entropy, in one place (docs/method.md §2): which distribution a token's entropy comes
 from, the threshold theta between knowledge and structural tokens, and the rule that splits them.
 
+Two quantities, two names, everywhere in the package:
+- *position entropy* ``[B, T]``: S_q of the distribution the model outputs *at* position t (the
+  one predicting token t+1); what the kernels compute from logits (``position_entropy``);
+- *token entropy* ``[B, T]``: the entropy that routes token t, the position entropy of t-1
+  (``shift_entropy``); what every adapted layer reads (``entropy=`` in forward).
+
 - ``shift_entropy``: ``H[:, t] = S(logits[:, t-1])``, the entropy of the distribution that
   predicted token t (first tokens: +inf, high);
 - ``is_high(entropy, theta)``: the one rule, ``entropy >= theta`` (+inf is high);

@@ -7,7 +7,7 @@ and ``model.generate(...)`` like the original. Entropy plumbing (docs/method.md 
   every adapted layer the entropy of each token, H_t = S_q(softmax(logits[t-1])), the first
   real token of each row counting as high entropy;
 - ``generate`` does that for the prompt only; each new token's entropy comes from the logits
-  that produced it (see :mod:`alter.generation`).
+  that produced it (see :mod:`alter.routed_generation`).
 
 Save and load: ``save_adapter(dir)`` writes ``adapter_config.json`` and
 ``adapter_model.safetensors`` atomically; :func:`load_adapter` restores the wrapped model.
@@ -232,7 +232,7 @@ class AlterModel(nn.Module):
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):
         """``transformers`` generation with entropy-dispatched experts (docs/method.md §2 and §3)."""
-        from alter.generation import generate_with_entropy
+        from alter.routed_generation import generate_with_entropy
         return generate_with_entropy(self, input_ids, attention_mask, **kwargs)
 
     # ------------------------------------------------------------------ experts

@@ -39,10 +39,10 @@ def _examples():
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from alter import models
+    from alter import model_loading
 
     try:
-        model, tok = models.load("smollm2-135m", device=DEVICE)
+        model, tok = model_loading.load("smollm2-135m", device=DEVICE)
     except Exception as exc:                       # the embedded model is an install extra of the README
         pytest.skip(f"SmolLM2 is not available here: {exc}")
     return model, tok

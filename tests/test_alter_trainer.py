@@ -199,7 +199,7 @@ def test_removing_the_forget_expert_restores_the_forgotten_knowledge(tiny_tokeni
     retain adapter left behind is not exactly the pre-unlearning model.
     """
     from alter.eval.scoring import answer_log_likelihoods
-    from alter.train.finetune import finetune
+    from alter.train.supervised import finetune
 
     forget = [QAExample(f"Who is {n}?", f"{n} paints blue owls.", domain="forget") for n in ["Ana", "Bo"]]
     retain = [QAExample(f"Who is {n}?", f"{n} sells red cars.") for n in ["Cy", "Di", "Ed", "Fa"]]

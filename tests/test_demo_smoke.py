@@ -10,7 +10,7 @@ import json
 import pytest
 
 import alter
-from alter import models
+from alter import model_loading
 from alter.cli import train as cli
 
 
@@ -30,6 +30,6 @@ def test_quick_demo_runs_end_to_end_on_the_embedded_model(tmp_path, capsys):
     assert metrics["train_report"]["theta"] > 0 and metrics["timings_seconds"]["total"] > 0
     assert (tmp_path / "entropy_histogram.png").stat().st_size > 1000
     assert "| forget |" in out and "| retain |" in out and "[FAIL]" not in out and "[PASS]" in out
-    model, _ = models.load("smollm2-135m")
+    model, _ = model_loading.load("smollm2-135m")
     restored = alter.load_adapter(model, tmp_path / "adapter")
     assert restored.domains[0] == "retain" and len(restored.domains) >= 2

@@ -7,7 +7,7 @@ Two kinds share one entry point (:func:`alter.baselines.run_unlearning`):
   A subclass says which parameters train (:meth:`UnlearningMethod.prepare`) and the loss of one
   step (:meth:`UnlearningMethod.loss`) from the forget batch, the retain batch and, when it asks
   for one, a frozen reference model.
-- :class:`SupervisedMethod` — plain fine-tuning through :func:`alter.train.finetune.finetune`
+- :class:`SupervisedMethod` — plain fine-tuning through :func:`alter.train.supervised.finetune`
   (``finetune``: the model to unlearn from; ``retain``: the gold standard), no forget loss.
 
 Hyperparameters are dataclass fields, so ``method.hyperparameters()`` records them in the report.

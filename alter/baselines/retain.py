@@ -3,7 +3,7 @@
 TOFU's retain model (Maini et al. 2024): a model that never saw the forget set; forget quality is
 the KS test of the unlearned model's truth ratios against this one's. It must start from the same
 base model and use the same recipe as ``finetune`` (:mod:`alter.baselines.finetune`), which the
-shared defaults ensure: :func:`alter.train.finetune.finetune`, lr 2e-4 x 5 epochs, batch 8,
+shared defaults ensure: :func:`alter.train.supervised.finetune`, lr 2e-4 x 5 epochs, batch 8,
 10% warm-up and linear decay.
 """
 

@@ -11,7 +11,7 @@ Same as ALTER's phase II (alter/train/trainer.py):
 
 A method that needs a reference gets a frozen deep copy made once (full-parameter methods) or the
 model itself inside PEFT's ``disable_adapter()`` (LoRA methods). The model is trained in place.
-``finetune`` / ``retain`` go through :func:`alter.train.finetune.finetune` instead (their own
+``finetune`` / ``retain`` go through :func:`alter.train.supervised.finetune` instead (their own
 schedule) but report the same fields.
 """
 
@@ -207,7 +207,7 @@ class UnlearningRun:
 
 def _run_supervised(method: SupervisedMethod, model, tokenizer, forget, retain, *, epochs, batch_size, lr, seed,
                     system_prompt, max_length, weight_decay, max_grad_norm, output_dir, progress) -> UnlearningResult:
-    from alter.train.finetune import finetune
+    from alter.train.supervised import finetune
 
     t0 = time.time()
     if not forget:

@@ -9,7 +9,7 @@ from alter.cli.options import UsageError
 
 def describe(exc: BaseException) -> Optional[str]:
     """The one-line message for a user error, or None for a bug (whose traceback should show)."""
-    from alter.models import ModelLoadError
+    from alter.model_loading import ModelLoadError
 
     if isinstance(exc, (UsageError, ModelLoadError)):
         return str(exc)

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Optional[str] = None):
     """``(model, tokenizer)``: the base model, wrapped by an ALTER adapter or a PEFT adapter if given."""
-    from alter import models
+    from alter import model_loading
 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         run_model = Path(adapter) / "model"
@@ -73,11 +73,11 @@ def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Opt
             adapter = str(Path(adapter) / "adapter")
         elif (run_model / "config.json").is_file() and (Path(adapter) / "report.json").is_file():
             # a full-parameter baseline's alter-train --method run
-            return models.load(str(run_model), device=device)
+            return model_loading.load(str(run_model), device=device)
         else:
             raise UsageError(f"--adapter {adapter}: no adapter_config.json there (nor in {adapter}/adapter, "
                              f"nor a model in {adapter}/model)")
-    model, tokenizer = models.load(model_name, device=device)
+    model, tokenizer = model_loading.load(model_name, device=device)
     if adapter is None:
         return model, tokenizer
     path = Path(adapter)

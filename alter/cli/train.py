@@ -101,7 +101,7 @@ def _load_sets(args):
 def run_train(args) -> int:
     import torch
 
-    from alter import models
+    from alter import model_loading
     from alter.train import AlterTrainer
 
     from alter.methods import REGISTRY, TRAINABLE
@@ -118,7 +118,7 @@ def run_train(args) -> int:
     forget, retain = _load_sets(args)
     output = Path(args.output or f"alter_runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = models.load(args.model, device=device)
+    model, tokenizer = model_loading.load(args.model, device=device)
     if info.kind != "alter":
         from alter.baselines import run_unlearning
 

@@ -103,7 +103,7 @@ def _finetune_settings(s: CompareSettings) -> dict:
 
 def starting_model(s: CompareSettings, data: CompareData, progress: bool):
     """The model every unlearning method starts from: the base fine-tuned on forget + retain (cached)."""
-    from alter.train.finetune import cached_finetune
+    from alter.train.supervised import cached_finetune
 
     taught = data.teach or (data.forget + data.retain)
     return cached_finetune(s.model, taught + data.replay, tag=s.dataset if s.dataset != "synthetic" else "compare",
@@ -114,7 +114,7 @@ def starting_model(s: CompareSettings, data: CompareData, progress: bool):
 def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: bool):
     """``(model to evaluate, tokenizer, efficiency dict)``; the spec's lr and seed override the settings'."""
     from alter.eval.efficiency import measure
-    from alter.train.finetune import cached_finetune
+    from alter.train.supervised import cached_finetune
 
     method = spec.method
     seed = s.seed if spec.seed is None else spec.seed
@@ -201,7 +201,7 @@ def _lean_row(model, tok, s: CompareSettings, data: CompareData, progress: bool)
 
 def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None, progress: bool = True) -> Dict:
     """Unlearn with one method spec (``alter``, ``npo@lr=1e-05``, ``alter@seed=1``) and score it."""
-    from alter import models
+    from alter import model_loading
     from alter.eval.evaluators import evaluate_fluency, evaluate_tofu
 
     spec = parse_spec(method)
@@ -225,7 +225,7 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
         from alter.eval.metrics.tofu import forget_quality
         extra["forget_probability_ks_p"] = forget_quality(probs, ref_probs)["forget_quality"]
     del model
-    judge, judge_tok = models.load(s.model)                  # the original model judges fluency
+    judge, judge_tok = model_loading.load(s.model)                  # the original model judges fluency
     sets = tofu.get("sets", {})
     questions = sets["forget"]["questions"] + sets["retain"]["questions"]
     generations = sets["forget"]["generations"] + sets["retain"]["generations"]

@@ -9,7 +9,7 @@ Hugging-Face-like causal LM (``model(input_ids=, attention_mask=)`` -> ``.logits
 from alter.eval.efficiency import EfficiencyRecord, measure
 from alter.eval.evaluators import (evaluate_continuation, evaluate_fluency, evaluate_mc, evaluate_qa,
                                    evaluate_tofu)
-from alter.eval.generation import generate_answers, generate_token_ids
+from alter.eval.batch_generation import generate_answers, generate_token_ids
 from alter.eval.scoring import answer_log_likelihoods, encode_pairs, next_token_logprobs, score_encoded
 
 __all__ = [

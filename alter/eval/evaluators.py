@@ -1,6 +1,6 @@
 """Model-facing evaluators: QA (TOFU-style), multiple choice, continuations, fluency proxy, TOFU.
 
-Each evaluator batches all of its model calls (``alter.eval.scoring`` / ``alter.eval.generation``:
+Each evaluator batches all of its model calls (``alter.eval.scoring`` / ``alter.eval.batch_generation``:
 one forward or one ``generate`` per batch, ``torch.no_grad``, eval mode, tqdm progress) and
 returns a plain dict of floats, ints, strings, ``None`` and lists — JSON-serialisable as is.
 Examples are read by attribute or key (``alter.data.schema.QAExample`` / ``MCExample`` or any
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from alter.data.prompts import answer_ids, encode_qa, pad_id
 from alter.eval._common import as_float, field, mean_or_none
-from alter.eval.generation import generate_answers, generate_token_ids
+from alter.eval.batch_generation import generate_answers, generate_token_ids
 from alter.eval.metrics.choice import LETTERS, choice_predictions, format_mc_prompt
 from alter.eval.metrics.fluency import fluency_proxy_score, ngram_repetition_rate, score_summary
 from alter.eval.metrics.mia import extraction_strength, membership_auc, min_k_score, privleak

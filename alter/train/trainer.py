@@ -37,7 +37,7 @@ from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
-from alter.train.domains import centroid_init_routers, cluster_forget_examples
+from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 
 
@@ -343,11 +343,11 @@ class AlterTrainer:
         mask = batch["attention_mask"].to(device)
         labels = batch["labels"].to(device)
         pos_ent = batch["position_entropy"].to(device)
-        routing = shift_entropy(pos_ent, mask) if cfg.token_entropy else pos_ent
+        token_ent = shift_entropy(pos_ent, mask) if cfg.token_entropy else pos_ent
         theta = model.theta
         if phase == "phase1":
             domain = torch.zeros_like(batch["domain"]).to(device)
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain).logits
             route = model.state.pop_route_loss()
             out = phase1_loss(logits, labels, pos_ent, theta)
             if route is not None:
@@ -370,10 +370,10 @@ class AlterTrainer:
                 route_to = torch.where(domain == 0, spread, domain)
                 strength = torch.where(domain == 0, torch.ones_like(strength), strength)
             u = QuestionRouter.forced_logits(route_to, strength, len(model.domains))
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, router_logits=u).logits
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, router_logits=u).logits
             route = None
         else:
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=routing, domain=domain).logits
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain).logits
             route = model.state.pop_route_loss()
         content = batch["content"].to(device) if cfg.hinge_tokens == "content" else None
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,

@@ -145,19 +145,19 @@ def cached_finetune(model_name: str, examples: Sequence, *, tag: str = "finetune
     and loaded from there when the same base, data and settings come again.
     """
     from alter import io as alter_io
-    from alter import models
+    from alter import model_loading
 
     import json
 
     key = finetune_cache_key(model_name, examples, settings)
-    cache = models.cache_dir() / "finetuned" / f"{tag}-{key}"
+    cache = model_loading.cache_dir() / "finetuned" / f"{tag}-{key}"
     if use_cache and (cache / "config.json").is_file():
-        model, tokenizer = models.load(str(cache))
+        model, tokenizer = model_loading.load(str(cache))
         saved = cache / "finetune_report.json"
         report = json.loads(saved.read_text()) if saved.is_file() else dict(settings)
         report.update(cached=True, path=str(cache))
         return model, tokenizer, report
-    model, tokenizer = models.load(model_name)
+    model, tokenizer = model_loading.load(model_name)
     report = finetune(model, tokenizer, examples, progress=progress, desc=desc, **settings)
     if use_cache:
         with alter_io.atomic_directory(cache) as tmp:
