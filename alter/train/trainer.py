@@ -63,6 +63,20 @@ def _peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def rank_share(step: Sequence[int], rank: int, world: int):
+    """``(example indices, loss weight)`` of one process in a step of ``world`` data-parallel processes.
+
+    Examples are dealt round-robin. DDP averages the processes' gradients, so a process's loss is
+    weighted ``world / active`` (active: processes that got an example) and a process left without
+    one runs the step's first example at weight 0: it takes part in the gradient all-reduce without
+    counting an example twice. With one process: every example, weight 1."""
+    mine = list(step[rank::world])
+    active = min(len(step), world)
+    if not mine:
+        return list(step[:1]), 0.0
+    return mine, world / active
+
+
 # config fields that change how a run computes, not what it computes: a resume may change them
 RESULT_NEUTRAL = frozenset({"gradient_checkpointing"})
 
@@ -138,6 +152,9 @@ class AlterTrainer:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs
             accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                                      # a step's batch may route to only some forget experts (and phase I's
+                                      # routers see only the domains present): their parameters get no
+                                      # gradient that step, which DDP must be told to expect
                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.accelerator = accelerator
         self._raw_model = model
@@ -424,7 +441,7 @@ class AlterTrainer:
         running: Dict[str, float] = {}
         window = self._stop_window(phase, plan, resume_from)
         for step in range(start_step, len(plan)):
-            idx = plan[step][acc.process_index::acc.num_processes] or plan[step][:1]
+            idx, weight = rank_share(plan[step], acc.process_index, acc.num_processes)
             batch = collate_items([self.items[i] for i in idx], self._pad())
             with self._state_scope(phase, batch):
                 out = self._step(phase, batch, train_model)
@@ -433,7 +450,7 @@ class AlterTrainer:
                         f"ALTER {phase} step {step + 1}: the loss is {float(out['loss'].detach())} (not finite); "
                         "stopped before the optimizer step, so the last checkpoint and the model hold the last "
                         "good values")
-                acc.backward(out["loss"])
+                acc.backward(out["loss"] * weight)
             if self.config.max_grad_norm > 0:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 acc.clip_grad_norm_(params, self.config.max_grad_norm)

@@ -1,0 +1,52 @@
+"""The public API's argument errors, on the cpp backend: each names the argument."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+import alter_kernels as ak
+
+
+PUBLIC_ERRORS = [
+    ("entropy q <= 0", lambda: ak.tsallis_entropy(torch.randn(2, 5), 0.0), ValueError, "q"),
+    ("entropy q NaN", lambda: ak.tsallis_entropy(torch.randn(2, 5), float("nan")), ValueError, "q"),
+    ("entropy q type", lambda: ak.tsallis_entropy(torch.randn(2, 5), None), TypeError, "q"),
+    ("entropy V = 0", lambda: ak.tsallis_entropy(torch.randn(2, 0)), ValueError, "logits"),
+    ("entropy not a tensor", lambda: ak.tsallis_entropy([[0.0, 1.0]]), TypeError, "logits"),
+    ("entropy int dtype", lambda: ak.tsallis_entropy(torch.ones(2, 3, dtype=torch.int64)), TypeError, "logits"),
+    ("entropy 0-d", lambda: ak.tsallis_entropy(torch.tensor(1.0)), ValueError, "logits"),
+    ("hinge 1-D logits", lambda: ak.hinge_forget_loss(torch.randn(5), torch.tensor([1])), ValueError, "logits"),
+    ("hinge V = 1", lambda: ak.hinge_forget_loss(torch.randn(3, 1), torch.zeros(3, dtype=torch.long)),
+     ValueError, "logits"),
+    ("hinge labels shape", lambda: ak.hinge_forget_loss(torch.randn(3, 4), torch.zeros(2, dtype=torch.long)),
+     ValueError, "labels"),
+    ("hinge labels dtype", lambda: ak.hinge_forget_loss(torch.randn(3, 4), torch.zeros(3)), TypeError, "labels"),
+    ("hinge labels too large", lambda: ak.hinge_forget_loss(torch.randn(3, 4), torch.tensor([0, 4, 1])),
+     ValueError, "labels"),
+    ("hinge labels negative", lambda: ak.hinge_forget_loss(torch.randn(3, 4), torch.tensor([0, -1, 1])),
+     ValueError, "labels"),
+    ("hinge margin type", lambda: ak.hinge_forget_loss(torch.randn(3, 4), torch.tensor([0, 1, 1]), "m"),
+     TypeError, "margin"),
+    ("route entropy shape", lambda: ak.route(torch.rand(3), torch.randn(4, 2), 0.5), ValueError, "entropy"),
+    ("route router 1-D", lambda: ak.route(torch.rand(4), torch.randn(4), 0.5), ValueError, "router_logits"),
+    ("route E = 0", lambda: ak.route(torch.rand(4), torch.randn(4, 0), 0.5), ValueError, "router_logits"),
+    ("route theta NaN", lambda: ak.route(torch.rand(4), torch.randn(4, 2), float("nan")), ValueError, "theta"),
+    ("route theta type", lambda: ak.route(torch.rand(4), torch.randn(4, 2), "x"), TypeError, "theta"),
+    ("route tau_high", lambda: ak.route(torch.rand(4), torch.randn(4, 2), 0.5, tau_high=0.0), ValueError,
+     "tau_high"),
+    ("route tau_low", lambda: ak.route(torch.rand(4), torch.randn(4, 2), 0.5, tau_low=-1.0), ValueError,
+     "tau_low"),
+    ("route top_k", lambda: ak.route(torch.rand(4), torch.randn(4, 2), 0.5, top_k=-2), ValueError, "top_k"),
+    ("route retain_index", lambda: ak.route(torch.rand(4), torch.randn(4, 2), 0.5, retain_index=2), ValueError,
+     "retain_index"),
+    ("route mode", lambda: ak.route(torch.rand(4), torch.randn(4, 2), 0.5, mode="eval"), ValueError, "mode"),
+]
+
+
+@pytest.mark.parametrize("call, error, argument", [c[1:] for c in PUBLIC_ERRORS], ids=[c[0] for c in PUBLIC_ERRORS])
+def test_public_api_errors_name_the_argument(call, error, argument):
+    with ak.use_backend("cpp"):
+        with pytest.raises(error, match=argument):
+            call()
