@@ -20,7 +20,7 @@ from tests.helpers import make_tiny_llama, make_tiny_tokenizer  # noqa: E402
 
 NAMES = ["Ana", "Bo", "Cy", "Di", "Ed", "Fa", "Gu", "Ho", "Ia", "Jo"]
 FORGET = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain="ana") for n in NAMES[:4]]
-RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in NAMES[4:]]
+RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in NAMES[4:9]]   # 9 items: a last step of 1
 
 
 def main(out: str) -> None:
