@@ -33,6 +33,11 @@ from alter.targets import find_target_linears, set_submodule
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# architectures whose forward returns exactly lm_head(final hidden state) (no scaling, capping or
+# bias trick after the head); others (Granite's logits_scaling, Cohere's logit_scale, Gemma 2's
+# soft-capping, unknown models) take the entropy from the logits they return
+PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
+                                    "phi3", "olmo", "olmo2", "stablelm", "starcoder2", "gpt_neox"})
 FORMAT_VERSION = 2          # 2: the question router's banks and calibration (version 1 had per-layer routers only)
 
 
@@ -117,11 +122,16 @@ class AlterModel(nn.Module):
 
     # ------------------------------------------------------------------ entropy
     def _plain_lm_head(self) -> Optional[nn.Linear]:
+        """The LM head when the model's logits are exactly ``head(final hidden state)`` (an allow-list
+        of architectures, see :data:`PLAIN_HEAD_MODEL_TYPES`), else None: then the entropy comes
+        from the logits the model itself returns (full ``[B, T, V]``, always right)."""
         head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
         cfg = getattr(self.model, "config", None)
         if not isinstance(head, nn.Linear) or isinstance(head, AlterLinear):
             return None
-        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        if getattr(cfg, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+            return None
+        if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
             return None
         return head
 

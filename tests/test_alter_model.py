@@ -235,3 +235,23 @@ def test_an_adapter_saved_with_the_removed_tau_low_still_loads(tiny_tokenizer, t
     path.write_text(json.dumps(meta))
     restored = alter.load_adapter(make_tiny_llama(len(tiny_tokenizer)), tmp_path / "adapter")
     assert restored.theta == 0.75 and not hasattr(restored.alter_config, "tau_low")
+
+
+def test_the_chunked_entropy_path_is_taken_only_for_known_plain_heads(tiny_tokenizer, monkeypatch):
+    """Llama: entropy from hidden states and the head, chunk by chunk, equal to the full-logits path.
+    An unknown or scaled head (Granite's logits_scaling) takes the logits the model returns."""
+    w = _wrapped(tiny_tokenizer)
+    enc = _ids(tiny_tokenizer, "some text here", "more")
+    assert w._plain_lm_head() is w.model.lm_head
+    chunked = w.position_entropy(enc.input_ids, enc.attention_mask)
+    logits = w.base_forward(enc.input_ids, enc.attention_mask).logits
+    torch.testing.assert_close(chunked, alter_kernels.tsallis_entropy(logits, w.alter_config.q), rtol=1e-5, atol=1e-5)
+    for model_type, extra in (("granite", {"logits_scaling": 8.0}), ("my_new_arch", {})):
+        monkeypatch.setattr(w.model.config, "model_type", model_type, raising=False)
+        for k, v in extra.items():
+            monkeypatch.setattr(w.model.config, k, v, raising=False)
+        assert w._plain_lm_head() is None
+        calls = []
+        monkeypatch.setattr(alter_kernels, "linear_tsallis_entropy", lambda *a, **k: calls.append(1))
+        w.position_entropy(enc.input_ids, enc.attention_mask)
+        assert not calls
