@@ -32,6 +32,9 @@ class AlterConfig:
         "all-linear", "which linear layers to adapt: 'all-linear' (every linear layer of every block), a list of "
         "name suffixes (e.g. q_proj,v_proj) or a regex matched against the full module name")
     dropout: float = _f(0.0, "dropout on the adapter's input")
+    adapter_dtype: str = _f("float32", "dtype of the adapter weights (A, experts, routers): 'float32' on any base "
+                            "(a bf16/fp16 base keeps fp32 adapters, as PEFT's autocast_adapter_dtype) or 'base' "
+                            "(the base layer's dtype)", choices=("float32", "base"))
     forget_domains: List[str] = _f(["forget"], "names of the forget sub-domains D_F1..D_FK: one expert B_Fk each")
     retain_domain: str = _f("retain", "name of the retain domain (its expert B_R is expert 0)")
     init: str = _f("zero", "expert/router initialisation: 'zero' or 'centroid' (router columns and experts from "

@@ -63,7 +63,8 @@ class AlterModel(nn.Module):
         for name, linear in find_target_linears(model, config.target_modules):
             layer = AlterLinear(linear, r=config.r, alpha=config.alpha, num_forget_experts=len(config.forget_domains),
                                 tau_high=config.tau_high, top_k=config.top_k,
-                                dropout=config.dropout)
+                                dropout=config.dropout,
+                                adapter_dtype=torch.float32 if config.adapter_dtype == "float32" else None)
             layer.state = self.state
             set_submodule(model, name, layer)
             self.target_names.append(name)

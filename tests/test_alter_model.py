@@ -255,3 +255,27 @@ def test_the_chunked_entropy_path_is_taken_only_for_known_plain_heads(tiny_token
         monkeypatch.setattr(alter_kernels, "linear_tsallis_entropy", lambda *a, **k: calls.append(1))
         w.position_entropy(enc.input_ids, enc.attention_mask)
         assert not calls
+
+
+def test_a_bfloat16_base_keeps_float32_adapters_and_trains(tiny_tokenizer):
+    """adapter_dtype="float32" (default): on a bf16 base the adapters, their gradients and the adapter
+    delta are fp32; the layer's output is in the base dtype."""
+    torch.manual_seed(0)
+    base = make_tiny_llama(len(tiny_tokenizer)).to(torch.bfloat16)
+    w = alter.wrap(base, alter.AlterConfig(forget_domains=["a"]), theta=1.0)
+    layer = next(iter(w.adapter_layers().values()))
+    assert layer.lora_A.dtype == torch.float32 and layer.lora_B[1].dtype == torch.float32
+    assert layer.base_layer.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        for lay in w.adapter_layers().values():
+            lay.lora_B[1].normal_(0, 0.1)
+    for lay in w.adapter_layers().values():
+        lay.lora_B[1].requires_grad_(True)
+    enc = _ids(tiny_tokenizer, "some text here", "more")
+    out = w(**enc, labels=enc.input_ids, domain=torch.tensor([1, 1]))
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert layer.lora_B[1].grad is not None and layer.lora_B[1].grad.dtype == torch.float32
+    same = alter.wrap(make_tiny_llama(len(tiny_tokenizer)).to(torch.bfloat16),
+                      alter.AlterConfig(forget_domains=["a"], adapter_dtype="base"), theta=1.0)
+    assert next(iter(same.adapter_layers().values())).lora_A.dtype == torch.bfloat16

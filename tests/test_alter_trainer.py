@@ -370,3 +370,15 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step(tiny_tokenizer, tmp_p
     from alter.train.checkpoint import latest_checkpoint
     assert latest_checkpoint(tmp_path / "checkpoints").name == "step-0000001"
     assert all(torch.isfinite(p).all() for p in model.adapter_state_dict().values())
+
+
+def test_training_on_a_bfloat16_base_keeps_float32_adapters(tiny_tokenizer):
+    torch.manual_seed(0)
+    model = make_tiny_llama(len(tiny_tokenizer)).to(torch.bfloat16)
+    trained = AlterTrainer(model, tiny_tokenizer, _config(phase1_epochs=0), FORGET, RETAIN, progress=False).train()
+    state = trained.adapter_state_dict()
+    assert all(v.dtype == torch.float32 for k, v in state.items() if "lora" in k)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in state.items())
+    enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
+    out = trained.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == enc.input_ids.shape[1] + 3

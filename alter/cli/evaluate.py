@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from alter.cli.options import UsageError
+from alter.cli.options import DTYPES, UsageError
 
 BENCHMARKS = ("tofu", "wmdp", "mmlu", "muse", "qa")
 DEFAULT_DATA = {
@@ -58,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system-prompt", default=None, help="system message for chat templates")
     p.add_argument("--output", default=None, help="directory for metrics.json (default: alter_runs/eval-<time>)")
     p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the base model's weights")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     return p
 
 
-def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Optional[str] = None):
+def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Optional[str] = None,
+                            dtype: str = "float32"):
     """``(model, tokenizer)``: the base model, wrapped by an ALTER adapter or a PEFT adapter if given."""
     from alter import model_loading
 
@@ -73,11 +75,11 @@ def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Opt
             adapter = str(Path(adapter) / "adapter")
         elif (run_model / "config.json").is_file() and (Path(adapter) / "report.json").is_file():
             # a full-parameter baseline's alter-train --method run
-            return model_loading.load(str(run_model), device=device)
+            return model_loading.load(str(run_model), device=device, dtype=DTYPES[dtype])
         else:
             raise UsageError(f"--adapter {adapter}: no adapter_config.json there (nor in {adapter}/adapter, "
                              f"nor a model in {adapter}/model)")
-    model, tokenizer = model_loading.load(model_name, device=device)
+    model, tokenizer = model_loading.load(model_name, device=device, dtype=DTYPES[dtype])
     if adapter is None:
         return model, tokenizer
     path = Path(adapter)
@@ -183,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         t0 = time.time()
-        model, tokenizer = load_model_with_adapter(args.model, args.adapter, args.device)
+        model, tokenizer = load_model_with_adapter(args.model, args.adapter, args.device, args.dtype)
         runner = {"tofu": run_tofu, "wmdp": run_mc, "mmlu": run_mc, "muse": run_muse, "qa": run_qa}[args.benchmark]
         results = runner(args, model, tokenizer)
     except KeyboardInterrupt:

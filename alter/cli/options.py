@@ -8,8 +8,14 @@ import re
 import typing
 from typing import Any, Dict, Optional
 
+import torch
+
 from alter import config as config_module
 from alter.config import AlterConfig, field_choices, field_help
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``--dtype`` names -> torch dtypes (the base model's weights)."""
 
 
 class UsageError(ValueError):

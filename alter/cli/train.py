@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from alter.cli.options import UsageError, add_config_flags, build_config, config_overrides
+from alter.cli.options import DTYPES, UsageError, add_config_flags, build_config, config_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
     p.add_argument("--retain-limit", type=int, default=None, metavar="N", help="use the first N retain examples")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the base model's weights "
+                   "(default float32; bfloat16 halves memory on GPU; the adapters stay float32, see --adapter-dtype)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--demo", action="store_true", help="the main job on a fresh machine: teach the embedded SmolLM2 "
@@ -118,7 +120,7 @@ def run_train(args) -> int:
     forget, retain = _load_sets(args)
     output = Path(args.output or f"alter_runs/{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = model_loading.load(args.model, device=device)
+    model, tokenizer = model_loading.load(args.model, device=device, dtype=DTYPES[args.dtype])
     if info.kind != "alter":
         from alter.baselines import run_unlearning
 
