@@ -97,7 +97,7 @@ def test_alter_train_runs_any_method_and_alter_eval_reads_its_run_directory(tiny
 
 @pytest.mark.parametrize("argv,expect", [
     (["--method", "bogus"], "unknown method"),
-    (["--methods", "npo"], "--methods only applies"),
+    (["--methods", "npo"], "--methods and --seeds only apply"),
     (["--method", "alter", "--lr", "1e-3"], "--lr and --epochs apply to a baseline"),
     (["--benchmark", "tofu", "--data", "/no/such/dir"], "no such directory"),
 ])
