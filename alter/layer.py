@@ -169,13 +169,25 @@ class AlterLinear(nn.Module):
             router_logits = state.router_logits
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        ent = self._token_values(entropy, lead, "entropy")
-        if ent is not None:
-            ent = ent.to(device=x.device, dtype=torch.float32)
-        if domain is not None:
-            gates, a_mask, b_mask = self._train_gates(x2, lead, ent, domain)
+        shared = self._shared_gates(x2, lead, entropy, domain, router_logits)
+        if shared is not None:                       # the forward's routing plan, computed by the first layer
+            gates, a_mask, b_mask = shared, None, None
         else:
-            gates, a_mask, b_mask = self._infer_gates(x2, ent, lead, router_logits), None, None
+            ent = self._token_values(entropy, lead, "entropy")
+            if ent is not None:
+                ent = ent.to(device=x.device, dtype=torch.float32)
+            if domain is not None:
+                gates, a_mask, b_mask = self._train_gates(x2, lead, ent, domain)
+            else:
+                gates, a_mask, b_mask = self._infer_gates(x2, ent, lead, router_logits), None, None
+                if state is not None and router_logits is state.router_logits and entropy is state.entropy:
+                    # at inference the plan also records which experts any token uses (one host read per
+                    # forward), so that a layer whose used experts are all zero skips its adapter
+                    used = (gates != 0).any(0).tolist() if not torch.is_grad_enabled() else None
+                    state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used)
+        on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
+        if on_plan and self._inert_under_plan():
+            return self.base_layer(x)                # every expert this forward uses is exactly zero here
         A = self.lora_A
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
@@ -188,6 +200,49 @@ class AlterLinear(nn.Module):
                                             a_grad_mask=a_mask, b_grad_mask=b_mask)
             out = self.base_layer(x2) + delta.to(x2.dtype)
         return out.reshape(*lead, self.out_features)
+
+    def _plan_key(self) -> tuple:
+        theta = self.theta if self.theta is not None else (self.state.theta if self.state is not None else None)
+        return (self.num_experts, self.tau_high, self.top_k, theta)
+
+    def _shared_gates(self, x2, lead, entropy, domain, router_logits) -> Optional[torch.Tensor]:
+        """The gates another layer already computed in this forward, when they are the same here.
+
+        With question routing (per-sequence ``router_logits`` from the routing state, no teacher
+        forcing) the gates depend only on the tokens' entropies, the router logits and the routing
+        hyperparameters, which every layer shares: the first layer computes them (its ``route``), the
+        others reuse them. The plan lives on the routing state next to the tensors it was made from
+        and is recognised by identity, so a new forward (new tensors) computes a new one."""
+        state = self.state
+        if state is None or domain is not None or router_logits is None or state.plan is None:
+            return None
+        ent_ref, u_ref, plan_lead, key, gates, _ = state.plan
+        if (ent_ref is entropy and u_ref is router_logits and plan_lead == tuple(lead) and key == self._plan_key()
+                and gates.device == x2.device):
+            return gates
+        return None
+
+    def _zero_experts(self) -> List[bool]:
+        """Which experts are exactly zero (an untrained retain expert with phase I off, say); cached
+        until a parameter changes (its version counter moves), so read from the device once."""
+        key = tuple((id(p), p._version) for p in self.lora_B)
+        cached = getattr(self, "_zero_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, [not bool(p.any()) for p in self.lora_B])
+            self._zero_cache = cached
+        return cached[1]
+
+    def _inert_under_plan(self) -> bool:
+        """At inference, with a shared plan: True when every expert a token of this forward uses is zero
+        in this layer, so the adapter adds exactly nothing (a retain question on an untrained B_R)."""
+        if torch.is_grad_enabled() or self.state is None or self.state.plan is None:
+            return False
+        used = self.state.plan[5]
+        if used is None or len(used) != self.num_experts:
+            return False
+        zero = self._zero_experts()
+        return all(z or not u for u, z in zip(used, zero))
 
     def _sequence_logits(self, logits: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         """Per-sequence router logits ``[B, E]`` broadcast to every token ``[N, E]`` of x (leading dims ``lead``)."""

@@ -30,6 +30,10 @@ class RoutingState:
     route_targets: Optional[torch.Tensor] = None    # [B] router CE labels when the gates are forced elsewhere
     route_class_weights: Optional[torch.Tensor] = None  # [E] per-domain weights of the router CE (balancing)
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
+    # the forward's routing plan: (entropy, router_logits, token shape, routing params, gates [N, E],
+    # experts used by any token (inference only, else None)), made by the first question-routed layer
+    # and reused by the others (see AlterLinear._shared_gates)
+    plan: Optional[tuple] = None
 
     @contextlib.contextmanager
     def scope(self, **values) -> Iterator["RoutingState"]:

@@ -116,13 +116,20 @@ def test_alter_phase2_step(benchmark, compare, record_ratio, steps, reference):
     _per_example(record_ratio, f"ALTER vs {reference}", row.measured, n, row.reference, n_ref)
 
 
-def test_generation_per_token(benchmark, compare, smollm2, steps):
+@pytest.mark.parametrize("question", ["forget", "retain"])
+def test_generation_per_token(benchmark, compare, smollm2, steps, question):
+    """A question the router sends to a forget expert (the adapter runs in every layer), and one it
+    keeps on the retain expert (B_R is zero with phase I off: each layer skips its adapter)."""
+    from alter.data.prompts import prompt_ids
     from benchmarks.conftest import synchronized
 
     model, tok = smollm2
     wrapped = steps["wrapped"]
     wrapped.eval()
-    prompt = tok(["Question: Where was the author of the novel born? Answer:"], return_tensors="pt").to(DEVICE)
+    forget, retain = _examples()
+    text = (forget if question == "forget" else retain)[0].question
+    ids = torch.tensor([prompt_ids(tok, text)], device=DEVICE)
+    prompt = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
               pad_token_id=tok.pad_token_id or tok.eos_token_id)
 
@@ -135,4 +142,4 @@ def test_generation_per_token(benchmark, compare, smollm2, steps):
             return model.generate(**prompt, **kw)
 
     compare(benchmark, synchronized(alter_gen, DEVICE), synchronized(plain_gen, DEVICE),
-            label=f"generate {NEW_TOKENS} tokens: ALTER vs plain model", rounds=5)
+            label=f"generate {NEW_TOKENS} tokens, {question} question: ALTER vs plain model", rounds=5)

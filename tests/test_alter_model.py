@@ -279,3 +279,55 @@ def test_a_bfloat16_base_keeps_float32_adapters_and_trains(tiny_tokenizer):
     same = alter.wrap(make_tiny_llama(len(tiny_tokenizer)).to(torch.bfloat16),
                       alter.AlterConfig(forget_domains=["a"], adapter_dtype="base"), theta=1.0)
     assert next(iter(same.adapter_layers().values())).lora_A.dtype == torch.bfloat16
+
+
+def test_question_routed_forward_routes_once_and_shares_the_plan(tiny_tokenizer, monkeypatch):
+    """With per-question router logits every layer's gates are the same: the first layer routes, the
+    others reuse its plan; outputs equal routing in every layer."""
+    from alter.layer import AlterLinear
+
+    w = _wrapped(tiny_tokenizer)
+    enc = _ids(tiny_tokenizer, "some text here", "more")
+    ent = w.token_entropy(enc.input_ids, enc.attention_mask)
+    u = torch.tensor([[0.0, 2.0, -1e4], [0.0, -1e4, -1e4]])
+    calls = []
+    real_route = alter_kernels.route
+    monkeypatch.setattr(alter_kernels, "route", lambda *a, **k: calls.append(1) or real_route(*a, **k))
+    with torch.no_grad():
+        shared = w(**enc, entropy=ent, router_logits=u).logits
+        assert len(calls) == 1
+        w(**enc, entropy=ent.clone(), router_logits=u)      # a new forward (new tensors): a new plan
+        assert len(calls) == 2
+        monkeypatch.setattr(AlterLinear, "_shared_gates", lambda self, *a: None)
+        per_layer = w(**enc, entropy=ent, router_logits=u).logits
+    assert len(calls) == 2 + len(w.adapter_layers())
+    torch.testing.assert_close(shared, per_layer)
+
+
+def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny_tokenizer, monkeypatch):
+    """A retain-routed question on an untrained (zero) retain expert: the adapter adds exactly nothing,
+    so the layer runs its base layer alone; the output is the same as computing the zero delta."""
+    from alter.layer import AlterLinear
+
+    w = _wrapped(tiny_tokenizer)
+    with torch.no_grad():
+        for layer in w.adapter_layers().values():
+            layer.lora_B[0].zero_()                          # B_R untrained (phase I off)
+    enc = _ids(tiny_tokenizer, "some text here", "more")
+    ent = w.token_entropy(enc.input_ids, enc.attention_mask)
+    retain_only = torch.tensor([[0.0, -1e4, -1e4], [0.0, -1e4, -1e4]])
+    forget = torch.tensor([[0.0, 2.0, -1e4], [0.0, -1e4, -1e4]])
+    adapter_calls = []
+    real = alter_kernels.fused_alter_linear
+    monkeypatch.setattr(alter_kernels, "fused_alter_linear", lambda *a, **k: adapter_calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        skipped = w(**enc, entropy=ent, router_logits=retain_only).logits
+        assert adapter_calls == []
+        with w.disable_adapters():
+            base = w(**enc).logits
+        torch.testing.assert_close(skipped, base)
+        w(**enc, entropy=ent, router_logits=forget)           # a forget expert in use: the adapter runs
+        assert len(adapter_calls) == len(w.adapter_layers())
+        monkeypatch.setattr(AlterLinear, "_inert_under_plan", lambda self: False)
+        computed = w(**enc, entropy=ent.clone(), router_logits=retain_only).logits
+    torch.testing.assert_close(skipped, computed)

@@ -23,18 +23,26 @@ from typing import Optional
 import torch
 
 
+def asym_lora_forward(x, A, B, gates, scaling: float, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+                      ops):
+    """The forward of :class:`AsymLoRAFunction` alone: ``(out, B_cat, h, hg)`` (also the no-grad path)."""
+    E, d_out, r = B.shape
+    B_cat = B.permute(1, 0, 2).reshape(d_out, E * r)
+    h, hg = ops.shrink_gate(x, A, gates)
+    out = None
+    if weight is not None:
+        out = torch.nn.functional.linear(x, weight, bias)
+    out = ops.expand_add(hg, B_cat, scaling, out)
+    return out, B_cat, h, hg
+
+
 class AsymLoRAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, A, B, gates, scaling: float, a_grad_mask: Optional[torch.Tensor],
                 b_grad_mask: Optional[torch.Tensor], weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                 ops):
         E, d_out, r = B.shape
-        B_cat = B.permute(1, 0, 2).reshape(d_out, E * r)
-        h, hg = ops.shrink_gate(x, A, gates)
-        out = None
-        if weight is not None:
-            out = torch.nn.functional.linear(x, weight, bias)
-        out = ops.expand_add(hg, B_cat, scaling, out)
+        out, B_cat, h, hg = asym_lora_forward(x, A, B, gates, scaling, weight, bias, ops)
         ctx.save_for_backward(x, A, B_cat, gates, h, hg, a_grad_mask, b_grad_mask, weight)
         ctx.scaling = scaling
         ctx.ops = ops

@@ -13,6 +13,7 @@ import torch
 
 from alter_kernels import _checks
 from alter_kernels._backend import select
+from alter_kernels.ops._common import needs_autograd as _needs_autograd
 
 
 def _check_asym_lora_inputs(x, A, B, gates, scaling, a_grad_mask, b_grad_mask):
@@ -69,9 +70,11 @@ def asym_lora(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Te
     gates are never masked.
     """
     s, a_grad_mask, b_grad_mask = _check_asym_lora_inputs(x, A, B, gates, scaling, a_grad_mask, b_grad_mask)
-    from alter_kernels.autograd.asym_lora import AsymLoRAFunction
+    from alter_kernels.autograd.asym_lora import AsymLoRAFunction, asym_lora_forward
     x, A, B = x.contiguous(), A.contiguous(), B.contiguous()
     gates = gates.to(x.dtype).contiguous()
+    if not _needs_autograd(x, A, B, gates):            # inference: the same math without autograd's bookkeeping
+        return asym_lora_forward(x, A, B, gates, s, None, None, _asym_lora_ops(x.device))[0]
     return AsymLoRAFunction.apply(x, A, B, gates, s, a_grad_mask, b_grad_mask, None, None, _asym_lora_ops(x.device))
 
 
@@ -96,7 +99,9 @@ def fused_alter_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
             raise ValueError(f"bias must have shape [{B.shape[1]}], got {tuple(bias.shape)}")
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     _checks.check_same_dtype(x=x, weight=weight, bias=bias)
-    from alter_kernels.autograd.asym_lora import AsymLoRAFunction
+    from alter_kernels.autograd.asym_lora import AsymLoRAFunction, asym_lora_forward
     x, A, B = x.contiguous(), A.contiguous(), B.contiguous()
     gates = gates.to(x.dtype).contiguous()
+    if not _needs_autograd(x, A, B, gates, weight, bias):
+        return asym_lora_forward(x, A, B, gates, s, weight, bias, _asym_lora_ops(x.device))[0]
     return AsymLoRAFunction.apply(x, A, B, gates, s, a_grad_mask, b_grad_mask, weight, bias, _asym_lora_ops(x.device))

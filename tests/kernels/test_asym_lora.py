@@ -339,3 +339,17 @@ def test_triton_gradcheck_fp64(device):
         assert torch.autograd.gradcheck(
             lambda x, g: ak.asym_lora(x, inp["A"], inp["B"], g, S, a_grad_mask=a_mask, b_grad_mask=b_mask), args,
             fast_mode=True)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_inference_path_without_autograd_gives_the_same_values(fused):
+    inp = make_inputs(dtype=torch.float32)
+    call = (lambda: ak.fused_alter_linear(inp["x"], inp["W"], inp["bias"], inp["A"], inp["B"], inp["gates"], S)) \
+        if fused else (lambda: ak.asym_lora(inp["x"], inp["A"], inp["B"], inp["gates"], S))
+    inp["A"].requires_grad_(True)
+    with_grad = call()
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        plain = call()
+    assert not plain.requires_grad
+    torch.testing.assert_close(plain, with_grad.detach())
