@@ -126,7 +126,15 @@ class AlterLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def stacked_experts(self) -> torch.Tensor:
-        return torch.stack(list(self.lora_B))                        # [E, d_out, r]
+        """``[E, d_out, r]``; at inference the stack is kept until an expert changes (its version moves)."""
+        if torch.is_grad_enabled():
+            return torch.stack(list(self.lora_B))
+        key = tuple((id(p), p._version, p.data_ptr()) for p in self.lora_B)
+        cached = getattr(self, "_stack_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, torch.stack(list(self.lora_B)))
+            self._stack_cache = cached
+        return cached[1]
 
     def router_weight(self) -> torch.Tensor:
         return torch.stack(list(self.router))                        # [E, d_in]
@@ -225,7 +233,7 @@ class AlterLinear(nn.Module):
     def _zero_experts(self) -> List[bool]:
         """Which experts are exactly zero (an untrained retain expert with phase I off, say); cached
         until a parameter changes (its version counter moves), so read from the device once."""
-        key = tuple((id(p), p._version) for p in self.lora_B)
+        key = tuple((id(p), p._version, p.data_ptr()) for p in self.lora_B)
         cached = getattr(self, "_zero_cache", None)
         if cached is None or cached[0] != key:
             with torch.no_grad():

@@ -152,3 +152,19 @@ def test_router_loss_is_collected_on_low_entropy_tokens_only():
     assert layer.router[0].grad is not None
     assert layer.lora_A.grad is None                       # features are detached: only the router learns
     assert state.route_losses == []
+
+
+def test_inference_caches_follow_every_change_of_an_expert():
+    """The stacked experts and the zero-expert flags kept at inference are rebuilt when an expert changes
+    in place (an optimizer step, a loaded adapter), is added or removed."""
+    layer = AlterLinear(torch.nn.Linear(6, 5), r=2, num_forget_experts=1, theta=0.5)
+    with torch.no_grad():
+        first = layer.stacked_experts()
+        assert layer._zero_experts() == [True, True]
+        layer.lora_B[1].add_(1.0)                                  # in place: the version moves
+        assert torch.equal(layer.stacked_experts()[1], torch.ones(5, 2)) and not torch.equal(first[1], torch.ones(5, 2))
+        assert layer._zero_experts() == [True, False]
+        k = layer.add_forget_expert()
+        assert layer.stacked_experts().shape[0] == 3 and layer._zero_experts() == [True, False, True]
+        layer.remove_forget_expert(k)
+        assert layer.stacked_experts().shape[0] == 2
