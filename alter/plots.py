@@ -93,10 +93,11 @@ def front_plot(rows: Sequence[dict], path, x: str = "forget_rougeL_recall", y: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.5, 4.8), dpi=120)
-    cmap = plt.get_cmap("tab10")
-    for i, (method, pts) in enumerate(sorted(groups.items())):
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]   # red is ALTER's alone
+    others = iter(palette * 4)
+    for method, pts in sorted(groups.items()):
         pts.sort()
-        color = "tab:red" if method == "alter" else cmap(i % 10)
+        color = "tab:red" if method == "alter" else next(others)
         ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", color=color, label=method, zorder=3,
                 linewidth=1 if len(pts) > 1 else 0)
         for lr, fx, fy, _ in pts:
