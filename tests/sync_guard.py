@@ -23,7 +23,7 @@ CPU_ONLY = (str(ROOT / "alter_kernels" / "cpu") + "/",)
 
 
 class HostSync(AssertionError):
-    pass
+    """A tensor-to-Python conversion (a host sync on GPU) made by ALTER's own code."""
 
 
 def _caller_is_ours() -> bool:

@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
-from alter.train.trainer import rank_share
+from alter.train.batches import rank_share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,8 +31,6 @@ def _launch(n: int, out: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists(),
-                    reason="the accelerate launcher is not installed")
 def test_two_processes_train_the_same_adapter_as_one(tmp_path):
     _launch(1, tmp_path / "one")
     _launch(2, tmp_path / "two")

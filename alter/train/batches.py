@@ -140,3 +140,17 @@ def phase2_plan(forget_idx: Sequence[int], retain_idx: Sequence[int], batch_size
                 chunk += [retain_idx[j] for j in picks]
             plan.append(chunk)
     return plan
+
+
+def rank_share(step: Sequence[int], rank: int, world: int):
+    """``(example indices, loss weight)`` of one process in a step of ``world`` data-parallel processes.
+
+    Examples are dealt round-robin. DDP averages the processes' gradients, so a process's loss is
+    weighted ``world / active`` (active: processes that got an example) and a process left without
+    one runs the step's first example at weight 0: it takes part in the gradient all-reduce without
+    counting an example twice. With one process: every example, weight 1."""
+    mine = list(step[rank::world])
+    active = min(len(step), world)
+    if not mine:
+        return list(step[:1]), 0.0
+    return mine, world / active

@@ -36,7 +36,7 @@ from alter.entropy import is_high, resolve_theta, shift_entropy
 from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
-from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan
+from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 
@@ -61,20 +61,6 @@ def _peak_memory_bytes(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     import resource
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def rank_share(step: Sequence[int], rank: int, world: int):
-    """``(example indices, loss weight)`` of one process in a step of ``world`` data-parallel processes.
-
-    Examples are dealt round-robin. DDP averages the processes' gradients, so a process's loss is
-    weighted ``world / active`` (active: processes that got an example) and a process left without
-    one runs the step's first example at weight 0: it takes part in the gradient all-reduce without
-    counting an example twice. With one process: every example, weight 1."""
-    mine = list(step[rank::world])
-    active = min(len(step), world)
-    if not mine:
-        return list(step[:1]), 0.0
-    return mine, world / active
 
 
 # config fields that change how a run computes, not what it computes: a resume may change them
@@ -152,9 +138,7 @@ class AlterTrainer:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs
             accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                                      # a step's batch may route to only some forget experts (and phase I's
-                                      # routers see only the domains present): their parameters get no
-                                      # gradient that step, which DDP must be told to expect
+                                      # a batch may route to only some forget experts: the others get no gradient
                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.accelerator = accelerator
         self._raw_model = model
