@@ -18,8 +18,10 @@ def test_method_specs_parse_and_print_back():
     assert parse_spec("npo@lr=1e-5@seed=2").name == "npo@lr=1e-05@seed=2"
     assert parse_spec("npo@seed=2@lr=1e-5").setting == "npo@lr=1e-05"
     assert parse_spec("alter").name == "alter"
+    assert parse_spec("alter@seed=1@epochs=1.5").name == "alter@epochs=1.5@seed=1"
+    assert parse_spec("alter@epochs=1.5@seed=1").setting == "alter@epochs=1.5"
     for bad, match in [("npo@lr", "not one of"), ("npo@wd=1", "not one of"), ("npo@lr=x", "not a number"),
-                       ("npo@lr=0", "positive"), ("npo@seed=1@seed=2", "given twice"),
+                       ("npo@lr=0", "positive"), ("npo@epochs=-1", "positive"), ("npo@seed=1@seed=2", "given twice"),
                        ("finetune@lr=1e-5", "takes no lr"), ("magic", "unknown method")]:
         with pytest.raises(ValueError, match=match):
             parse_spec(bad, known=("npo", "finetune"))
@@ -95,3 +97,55 @@ def test_tune_then_report_with_the_selected_rates_and_seeds(tmp_path, monkeypatc
     assert summary["settings"]["method_lr"]["ga"] == tuned["method_lr"]["ga"]
     assert [r["method"] for r in summary["runs"]] == ["ga", "ga@seed=1"]
     assert summary["rows"][0]["seeds"] == 2 and "forget_rougeL_recall_sd" in summary["rows"][0]
+
+
+def test_a_spec_s_lr_and_epochs_reach_the_unlearning_run(monkeypatch):
+    """``alter@lr=..@epochs=..`` sets ALTER's phase II rate and length; a baseline's spec sets its own."""
+    import types
+
+    import alter.baselines
+    import alter.train
+    from alter.compare import worker
+    from alter.compare.settings import CompareSettings
+
+    seen = {}
+
+    class FakeTrainer:
+        def __init__(self, model, tok, config, forget, retain, progress=True):
+            seen["alter"] = (config.lr_phase2, config.phase2_epochs)
+            self.model = model
+
+        def train(self):
+            return types.SimpleNamespace(adapter_parameter_count=lambda: 1)
+
+    def fake_run(method, model, tok, forget, retain, epochs, lr, **kw):
+        seen[method] = (lr, epochs)
+        return types.SimpleNamespace(model=model, report=types.SimpleNamespace(trainable_parameters=1))
+
+    monkeypatch.setattr(worker, "starting_model", lambda s, d, p: (object(), object(), None))
+    monkeypatch.setattr(alter.train, "AlterTrainer", FakeTrainer)
+    monkeypatch.setattr(alter.baselines, "run_unlearning", fake_run)
+    s = CompareSettings(unlearn_epochs=3.0)
+    data = types.SimpleNamespace(forget=[], retain=[])
+    worker._unlearn(parse_spec("alter@lr=5e-4@epochs=1.5"), s, data, progress=False)
+    worker._unlearn(parse_spec("npo@epochs=6"), s, data, progress=False)
+    worker._unlearn(parse_spec("graddiff"), s, data, progress=False)
+    assert seen["alter"] == (5e-4, 1.5)
+    assert seen["npo"] == (s.method_lr["npo"], 6.0)
+    assert seen["graddiff"] == (s.method_lr["graddiff"], 3.0)
+
+
+def test_runs_made_before_the_retain_model_get_their_ks_p_value_from_stored_probabilities():
+    from alter.compare.comparison import _ks_against_retain
+    from alter.eval.metrics.tofu import forget_quality
+
+    ref, probs = [0.1, 0.2, 0.3, 0.4], [0.8, 0.9, 0.95, 0.99]
+    results = {"retain": {"row": {"method": "retain"}, "reference_stats": {"forget_probabilities": ref}},
+               "alter": {"row": {"method": "alter"}, "reference_stats": {"forget_probabilities": probs}},
+               "npo": {"row": {"method": "npo", "forget_probability_ks_p": 0.5}},
+               "finetune": {"row": {"method": "finetune"}}}
+    _ks_against_retain(results)
+    assert results["alter"]["row"]["forget_probability_ks_p"] == forget_quality(probs, ref)["forget_quality"]
+    assert results["npo"]["row"]["forget_probability_ks_p"] == 0.5           # measured at run time: kept
+    assert "forget_probability_ks_p" not in results["finetune"]["row"]     # nothing stored: nothing made up
+    assert "forget_probability_ks_p" not in results["retain"]["row"]

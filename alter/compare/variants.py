@@ -1,8 +1,9 @@
 """Method specs of the comparison: a method name with optional overrides, ``graddiff@lr=1e-05@seed=1``.
 
 A spec names one run: the method, and the unlearning learning rate (``lr``: the baseline's
-learning rate, or ALTER's ``lr_phase2``) and the unlearning seed (``seed``: the order of the
-forget/retain batches and the adapter's initialisation) it runs with. The teaching seed and the
+learning rate, or ALTER's ``lr_phase2``), the unlearning length (``epochs``: a baseline's epochs
+over the forget set, or ALTER's ``phase2_epochs``) and the unlearning seed (``seed``: the order of
+the forget/retain batches and the adapter's initialisation) it runs with. The teaching seed and the
 data stay those of the comparison's settings, so every spec starts from the same taught model.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-KEYS = ("lr", "seed")
+KEYS = ("lr", "epochs", "seed")
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class MethodSpec:
     method: str
     lr: Optional[float] = None
     seed: Optional[int] = None
+    epochs: Optional[float] = None
 
     @property
     def name(self) -> str:
@@ -26,6 +28,8 @@ class MethodSpec:
         text = self.method
         if self.lr is not None:
             text += f"@lr={self.lr:g}"
+        if self.epochs is not None:
+            text += f"@epochs={self.epochs:g}"
         if self.seed is not None:
             text += f"@seed={self.seed}"
         return text
@@ -33,7 +37,7 @@ class MethodSpec:
     @property
     def setting(self) -> str:
         """The spec without its seed: runs that differ only by seed share it (and are averaged)."""
-        return MethodSpec(self.method, self.lr).name
+        return MethodSpec(self.method, self.lr, epochs=self.epochs).name
 
 
 def parse_spec(text: str, known=None) -> MethodSpec:
@@ -49,11 +53,11 @@ def parse_spec(text: str, known=None) -> MethodSpec:
         if key in values:
             raise ValueError(f"method spec {text!r}: {key} given twice")
         try:
-            values[key] = float(value) if key == "lr" else int(value)
+            values[key] = int(value) if key == "seed" else float(value)
         except ValueError:
             raise ValueError(f"method spec {text!r}: {key}={value!r} is not a number") from None
-        if key == "lr" and not values[key] > 0:
-            raise ValueError(f"method spec {text!r}: lr must be positive")
+        if key != "seed" and not values[key] > 0:
+            raise ValueError(f"method spec {text!r}: {key} must be positive")
     if method in ("finetune", "retain") and values:
         raise ValueError(f"method spec {text!r}: the reference model {method!r} takes no lr or seed")
-    return MethodSpec(method, values.get("lr"), values.get("seed"))
+    return MethodSpec(method, values.get("lr"), values.get("seed"), values.get("epochs"))

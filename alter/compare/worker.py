@@ -112,12 +112,13 @@ def starting_model(s: CompareSettings, data: CompareData, progress: bool):
 
 
 def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: bool):
-    """``(model to evaluate, tokenizer, efficiency dict)``; the spec's lr and seed override the settings'."""
+    """``(model to evaluate, tokenizer, efficiency dict)``; the spec's lr, epochs and seed override the settings'."""
     from alter.eval.efficiency import measure
     from alter.train.supervised import cached_finetune
 
     method = spec.method
     seed = s.seed if spec.seed is None else spec.seed
+    epochs = s.unlearn_epochs if spec.epochs is None else spec.epochs
 
     if method == "retain":
         model, tok, rep = cached_finetune(s.model, data.retain + data.replay, tag="retain", use_cache=s.use_cache,
@@ -133,10 +134,12 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
             import alter
             from alter.train import AlterTrainer
 
-            values = {"phase2_epochs": s.unlearn_epochs, "batch_size": s.batch_size,
+            values = {"phase2_epochs": epochs, "batch_size": s.batch_size,
                       "system_prompt": s.system_prompt, **s.alter, **info.alter_config, "seed": seed}
             if spec.lr is not None:
                 values["lr_phase2"] = spec.lr
+            if spec.epochs is not None:
+                values["phase2_epochs"] = spec.epochs
             trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), data.forget, data.retain,
                                    progress=progress)
             model = trainer.train()
@@ -144,7 +147,7 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
         else:
             from alter.baselines import run_unlearning
 
-            result = run_unlearning(method, model, tok, data.forget, data.retain, epochs=s.unlearn_epochs,
+            result = run_unlearning(method, model, tok, data.forget, data.retain, epochs=epochs,
                                     batch_size=s.batch_size, lr=spec.lr or s.method_lr.get(method), seed=seed,
                                     system_prompt=s.system_prompt, progress=progress)
             model = result.model
