@@ -125,16 +125,37 @@ class AlterLinear(nn.Module):
                 f"experts={self.num_experts}, scaling={self.scaling:g}")
 
     # ------------------------------------------------------------------ forward
+    def _expert_list(self) -> List[nn.Parameter]:
+        """The experts as a plain list (iterating a ParameterList costs a string-index lookup per item,
+        which per layer and per decoded token adds up); rebuilt when the list is replaced or grows."""
+        cached = getattr(self, "_expert_list_cache", None)
+        if cached is None or cached[0] is not self.lora_B or len(cached[1]) != len(self.lora_B):
+            cached = (self.lora_B, list(self.lora_B))
+            self._expert_list_cache = cached
+        return cached[1]
+
+    def _inference_cache(self):
+        """``(B [E, d_out, r], B_cat [d_out, E*r], zero flags [E])``, kept until an expert changes
+        (its version counter or storage moves): at inference the stack, the expand layout and which
+        experts are exactly zero are read once, not per forward."""
+        experts = self._expert_list()
+        key = tuple((id(p), p._version, p.data_ptr()) for p in experts)
+        cached = getattr(self, "_stack_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                B = torch.stack(experts)
+                E, d_out, r = B.shape
+                B_cat = B.permute(1, 0, 2).reshape(d_out, E * r).contiguous()
+                zero = [not bool(p.any()) for p in experts]
+            cached = (key, B, B_cat, zero)
+            self._stack_cache = cached
+        return cached[1:]
+
     def stacked_experts(self) -> torch.Tensor:
         """``[E, d_out, r]``; at inference the stack is kept until an expert changes (its version moves)."""
         if torch.is_grad_enabled():
-            return torch.stack(list(self.lora_B))
-        key = tuple((id(p), p._version, p.data_ptr()) for p in self.lora_B)
-        cached = getattr(self, "_stack_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, torch.stack(list(self.lora_B)))
-            self._stack_cache = cached
-        return cached[1]
+            return torch.stack(self._expert_list())
+        return self._inference_cache()[0]
 
     def router_weight(self) -> torch.Tensor:
         return torch.stack(list(self.router))                        # [E, d_in]
@@ -197,10 +218,15 @@ class AlterLinear(nn.Module):
         if on_plan and self._inert_under_plan():
             return self.base_layer(x)                # every expert this forward uses is exactly zero here
         A = self.lora_A
+        w, b = self.base_layer.weight, self.base_layer.bias
+        same_dtype = A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype)
+        if same_dtype and not torch.is_grad_enabled() and (self.dropout is None or not self.training):
+            # inference: the experts' expand layout is cached (rebuilt when an expert changes)
+            out = alter_kernels.alter_linear_inference(x2, w, b, A, self._inference_cache()[1], gates, self.scaling)
+            return out.reshape(*lead, self.out_features)
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
-        w, b = self.base_layer.weight, self.base_layer.bias
-        if self.dropout is None and A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype):
+        if self.dropout is None and same_dtype:
             out = alter_kernels.fused_alter_linear(x2, w, b, A, B, gates, self.scaling,
                                                    a_grad_mask=a_mask, b_grad_mask=b_mask)
         else:
@@ -233,13 +259,7 @@ class AlterLinear(nn.Module):
     def _zero_experts(self) -> List[bool]:
         """Which experts are exactly zero (an untrained retain expert with phase I off, say); cached
         until a parameter changes (its version counter moves), so read from the device once."""
-        key = tuple((id(p), p._version, p.data_ptr()) for p in self.lora_B)
-        cached = getattr(self, "_zero_cache", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, [not bool(p.any()) for p in self.lora_B])
-            self._zero_cache = cached
-        return cached[1]
+        return self._inference_cache()[2]
 
     def _inert_under_plan(self) -> bool:
         """At inference, with a shared plan: True when every expert a token of this forward uses is zero

@@ -4,7 +4,8 @@ GradDiff, and one generated token with ALTER against the plain model. In-process
 Each step is the whole optimiser step a run repeats (forward, losses, backward, AdamW), on the
 same examples:
 - ``alter``: ALTER's phase II at its defaults (docs/method.md §4): 4 forget examples routed by the
-  question router's inference gates, the base pass for the structural KL, hinge + KL;
+  question router's inference gates, hinge + structural KL against the base's top-k targets (made
+  once per example before phase II, outside the timed step: one base pass per example per run);
 - ``asymlora``: the same trainer with ``token_entropy=False`` (no KL, no entropy split);
 - ``lora``: GradDiff through a PEFT LoRA of the same rank (4 forget + 4 retain examples);
 - ``graddiff``: full-parameter GradDiff (4 forget + 4 retain examples), the reference.
@@ -59,6 +60,9 @@ def _alter_step(model, tok, forget, retain, token_entropy: bool):
     trainer._set_trainable("phase2", None)
     optimizer = trainer._optimizer("phase2")
     plan = trainer._phase_plans()["phase2"]
+    if trainer._kl_top_k():                 # the KL's kept base targets, made once per example before phase II
+        from alter.train.kl_targets import ensure_targets
+        ensure_targets(trainer.model, [trainer.items[i] for i in plan[0]], trainer._pad(), cfg.struct_kl_top_k, BATCH)
     batch = collate_items([trainer.items[i] for i in plan[0]], trainer._pad())
     wrapped.train()
 

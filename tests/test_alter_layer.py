@@ -168,3 +168,22 @@ def test_inference_caches_follow_every_change_of_an_expert():
         assert layer.stacked_experts().shape[0] == 3 and layer._zero_experts() == [True, False, True]
         layer.remove_forget_expert(k)
         assert layer.stacked_experts().shape[0] == 2
+
+
+def test_the_inference_path_gives_the_training_path_s_output():
+    """At inference the layer takes its cached expand layout (``alter_linear_inference``); the
+    output equals the autograd path's, before and after an in-place change of an expert."""
+    torch.manual_seed(0)
+    layer = AlterLinear(torch.nn.Linear(6, 5), r=2, num_forget_experts=2, theta=0.5)
+    with torch.no_grad():
+        for p in layer.lora_B:
+            p.normal_()
+        for p in layer.router:
+            p.normal_()
+    x, ent = torch.randn(2, 4, 6), torch.rand(2, 4)
+    for _ in range(2):
+        with torch.no_grad():
+            fast = layer(x, entropy=ent)
+        torch.testing.assert_close(fast, layer(x, entropy=ent).detach())
+        with torch.no_grad():
+            layer.lora_B[2].mul_(-3.0)

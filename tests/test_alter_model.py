@@ -318,8 +318,9 @@ def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny
     retain_only = torch.tensor([[0.0, -1e4, -1e4], [0.0, -1e4, -1e4]])
     forget = torch.tensor([[0.0, 2.0, -1e4], [0.0, -1e4, -1e4]])
     adapter_calls = []
-    real = alter_kernels.fused_alter_linear
-    monkeypatch.setattr(alter_kernels, "fused_alter_linear", lambda *a, **k: adapter_calls.append(1) or real(*a, **k))
+    real = alter_kernels.alter_linear_inference                    # the adapter's no-grad entry
+    monkeypatch.setattr(alter_kernels, "alter_linear_inference",
+                        lambda *a, **k: adapter_calls.append(1) or real(*a, **k))
     with torch.no_grad():
         skipped = w(**enc, entropy=ent, router_logits=retain_only).logits
         assert adapter_calls == []

@@ -8,7 +8,7 @@ import torch
 import alter
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
-from alter.train.trainer import ForgetWindow
+from alter.train.forget_window import ForgetWindow
 from alter.train.batches import collate_items
 from tests.helpers import make_tiny_llama
 

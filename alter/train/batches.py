@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -29,6 +29,7 @@ class TrainItem:
     position_entropy: Optional[torch.Tensor] = None  # [T] base S_q of the distribution at each position
     content: Optional[List[bool]] = None             # [T] answer tokens that carry content (see content_flags)
     route_strength: float = 1.0                      # question router's held-out z of its own domain (training)
+    kl_targets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # ([T, k] ids, [T, k+1] log p): kl_targets.py
 
 
 # Words the hinge leaves alone under ``hinge_tokens="content"``: pushing "the" or "was" below the
@@ -97,6 +98,14 @@ def collate_items(items: Sequence[TrainItem], pad_token_id: int) -> dict:
              "route_strength": torch.tensor([it.route_strength for it in items], dtype=torch.float32)}
     if have_entropy:
         batch["position_entropy"] = ent
+    if items and all(it.kl_targets is not None for it in items):    # padding rows: never selected (mask 0)
+        k = items[0].kl_targets[0].shape[1]
+        kl_ids = torch.zeros((B, T, k), dtype=torch.long)
+        kl_log_p = torch.zeros((B, T, k + 1), dtype=torch.float32)
+        for i, it in enumerate(items):
+            n = len(it.encoded.input_ids)
+            kl_ids[i, :n], kl_log_p[i, :n] = it.kl_targets[0], it.kl_targets[1]
+        batch["kl_ids"], batch["kl_log_p"] = kl_ids, kl_log_p
     return batch
 
 

@@ -8,14 +8,14 @@ the token by). Only answer tokens (labels != -100) count.
     phase I :  L = CE on the high-entropy answer tokens of D_R ∪ D_F
     phase II:  L = lambda_f * hinge(low-entropy answer tokens of D_F)
                  + lambda_r * CE(answer tokens of D_R)
-                 + lambda_s * KL(p_base || p_model)(high-entropy tokens of both; all positions
-                   with a real next token by default, or answer positions only)
+                 + lambda_s * KL(p_base || p_model)(the positions of struct_tokens; by default every
+                   position with a real next token the hinge does not push; top-k form by default)
                  + lambda_g * router CE (added by the layers, see AlterLinear)
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import alter_kernels
 from alter.data.prompts import IGNORE_INDEX
 from alter.entropy import is_high
+from alter.train.kl_targets import top_k_kl
 
 
 def selected_positions(labels: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -70,9 +71,14 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
                   is_forget_row: torch.Tensor, *, margin: float, lambda_forget: float, lambda_retain: float,
                   lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
                   lambda_route: float = 0.0, attention_mask: Optional[torch.Tensor] = None,
-                  struct_tokens: str = "all", content: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                  struct_tokens: str = "all", content: Optional[torch.Tensor] = None,
+                  kl_targets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """The phase II terms; ``struct_tokens="all"`` (needs ``attention_mask``) puts the structural KL on
-    every high-entropy position with a real next token, prompt included, not only answer positions."""
+    every high-entropy position with a real next token, prompt included, not only answer positions.
+
+    The KL's base side is ``base_logits [B, T, V]`` (the exact KL) or ``kl_targets``, the base's
+    top-k targets ``([B, T, k] ids, [B, T, k+1] log p)`` kept per example (the top-k KL of
+    :mod:`alter.train.kl_targets`, the default; docs/method.md §4)."""
     mask = attention_mask if struct_tokens in ("all", "non_hinge") else None
     lg, lb, high, row, answer = aligned(logits, labels, position_entropy, theta, mask)
     forget = is_forget_row.to(lg.device)[row]
@@ -96,7 +102,13 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
         total = total + lambda_retain * parts["retain"]
     # the structural KL: on high-entropy positions, or (non_hinge) on every position the hinge does not push
     kl_rows = ~(forget & ~high & hinge_rows) if struct_tokens == "non_hinge" else high
-    if lambda_struct and base_logits is not None and bool(kl_rows.any()):
+    if lambda_struct and kl_targets is not None and bool(kl_rows.any()):
+        idx = selected_positions(labels, mask).to(lg.device)
+        t_ids, t_log_p = (t[:, :-1].reshape(-1, t.shape[-1]).to(lg.device).index_select(0, idx)[kl_rows]
+                          for t in kl_targets)
+        parts["struct"] = top_k_kl(lg[kl_rows], t_ids, t_log_p)
+        total = total + lambda_struct * parts["struct"]
+    elif lambda_struct and base_logits is not None and bool(kl_rows.any()):
         blg = aligned(base_logits, labels, position_entropy, theta, mask)[0]
         log_p_model = F.log_softmax(lg[kl_rows].float(), dim=-1)
         log_p_base = F.log_softmax(blg[kl_rows].float(), dim=-1)

@@ -37,6 +37,8 @@ from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
+from alter.train.forget_window import ForgetWindow
+from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 
@@ -65,37 +67,6 @@ def _peak_memory_bytes(device: torch.device) -> int:
 
 # config fields that change how a run computes, not what it computes: a resume may change them
 RESULT_NEUTRAL = frozenset({"gradient_checkpointing"})
-
-
-class ForgetWindow:
-    """The last ``size`` phase II steps' hinge counts: forget tokens still above the margin, and all.
-
-    ``size`` is one epoch of steps, so a full window has seen every forget example once; the counts
-    are taken before each step's update. A bounded hinge gives no gradient once a token is past the
-    margin, but Adam's normalised steps keep moving the experts as far on the few that are not, so
-    phase II can end once at most ``AlterConfig.stop_when_forgotten`` of them are still above it.
-    """
-
-    def __init__(self, size: int):
-        self.size = int(size)
-        self.counts: List[List[int]] = []
-
-    def add(self, violating: int, tokens: int) -> None:
-        self.counts = (self.counts + [[violating, tokens]])[-self.size:]
-
-    def full(self) -> bool:
-        return len(self.counts) == self.size
-
-    def fraction(self) -> float:
-        tokens = sum(t for _, t in self.counts)
-        return sum(v for v, _ in self.counts) / tokens if tokens else 0.0
-
-    def state(self) -> dict:
-        return {"size": self.size, "counts": self.counts}
-
-    def load(self, state: Optional[dict]) -> None:
-        if state and int(state.get("size", -1)) == self.size:
-            self.counts = [list(map(int, c)) for c in state["counts"]][-self.size:]
 
 
 class AlterTrainer:
@@ -357,8 +328,9 @@ class AlterTrainer:
             return out
         domain = batch["domain"].to(device)
         where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
-        need_base = cfg.lambda_struct > 0 and (cfg.struct_tokens == "non_hinge"
-                                               or bool((where & is_high(pos_ent[:, :-1], theta)).any()))
+        kl_targets = (batch["kl_ids"], batch["kl_log_p"]) if "kl_ids" in batch else None
+        need_base = kl_targets is None and cfg.lambda_struct > 0 and (
+            cfg.struct_tokens == "non_hinge" or bool((where & is_high(pos_ent[:, :-1], theta)).any()))
         base_logits = model.base_forward(ids, mask).logits if need_base else None
         if model.question_router is not None:
             # the gates inference gives a question of this domain (its held-out router strength on the
@@ -380,7 +352,13 @@ class AlterTrainer:
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
-                             attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content)
+                             attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content,
+                             kl_targets=kl_targets)
+
+    def _kl_top_k(self) -> bool:
+        """Whether phase II takes the structural KL against kept top-k base targets (no base pass per step)."""
+        cfg = self.config
+        return cfg.struct_kl_top_k > 0 and cfg.lambda_struct > 0 and cfg.token_entropy
 
     def _domain_balance(self) -> torch.Tensor:
         """Per-domain weights ``n / (E * n_d)`` over the training items: phase I sees every example once,
@@ -424,6 +402,9 @@ class AlterTrainer:
         bar = tqdm(total=len(plan), initial=start_step, desc=f"ALTER {phase}", disable=not self._show_progress())
         running: Dict[str, float] = {}
         window = self._stop_window(phase, plan, resume_from)
+        if phase == "phase2" and self._kl_top_k():         # the KL's base targets: one base pass per example
+            ensure_targets(self.model, [self.items[i] for i in sorted({i for s in plan for i in s})], self._pad(),
+                           self.config.struct_kl_top_k, self._batch_size_eval(), self._show_progress())
         for step in range(start_step, len(plan)):
             idx, weight = rank_share(plan[step], acc.process_index, acc.num_processes)
             batch = collate_items([self.items[i] for i in idx], self._pad())

@@ -24,10 +24,12 @@ import torch
 
 
 def asym_lora_forward(x, A, B, gates, scaling: float, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-                      ops):
-    """The forward of :class:`AsymLoRAFunction` alone: ``(out, B_cat, h, hg)`` (also the no-grad path)."""
-    E, d_out, r = B.shape
-    B_cat = B.permute(1, 0, 2).reshape(d_out, E * r)
+                      ops, B_cat: Optional[torch.Tensor] = None):
+    """The forward of :class:`AsymLoRAFunction` alone: ``(out, B_cat, h, hg)`` (also the no-grad path).
+    ``B_cat`` is B in its expand layout when the caller keeps it (then ``B`` may be None)."""
+    if B_cat is None:
+        E, d_out, r = B.shape
+        B_cat = B.permute(1, 0, 2).reshape(d_out, E * r)
     h, hg = ops.shrink_gate(x, A, gates)
     out = None
     if weight is not None:

@@ -105,3 +105,24 @@ def fused_alter_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
     if not _needs_autograd(x, A, B, gates, weight, bias):
         return asym_lora_forward(x, A, B, gates, s, weight, bias, _asym_lora_ops(x.device))[0]
     return AsymLoRAFunction.apply(x, A, B, gates, s, a_grad_mask, b_grad_mask, weight, bias, _asym_lora_ops(x.device))
+
+
+def alter_linear_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor,
+                           B_cat: torch.Tensor, gates: torch.Tensor, scaling: float) -> torch.Tensor:
+    """The no-grad forward of :func:`fused_alter_linear`, with the experts already in their expand
+    layout ``B_cat [d_out, E*r]`` (``B_cat[:, e*r:(e+1)*r] = B_e``).
+
+    For a caller that owns the shapes and keeps ``B_cat`` between calls (``AlterLinear`` at
+    inference): a decoded token costs one base GEMM, one shrink and one expand, without re-stacking
+    the experts or re-validating parameters that cannot have changed shape. Only what the caller
+    passes per call is checked (x's width and the gates' shape). Same result as
+    :func:`fused_alter_linear`.
+    """
+    if x.dim() != 2 or x.shape[1] != A.shape[1]:
+        raise ValueError(f"x must be [N, {A.shape[1]}], got {tuple(x.shape)}")
+    if gates.shape != (x.shape[0], B_cat.shape[1] // A.shape[0]):
+        raise ValueError(f"gates must be [N={x.shape[0]}, E={B_cat.shape[1] // A.shape[0]}], got {tuple(gates.shape)}")
+    from alter_kernels.autograd.asym_lora import asym_lora_forward
+    with torch.no_grad():
+        return asym_lora_forward(x.contiguous(), A, None, gates.to(x.dtype).contiguous(), float(scaling), weight, bias,
+                                 _asym_lora_ops(x.device), B_cat=B_cat)[0]

@@ -50,3 +50,17 @@ def test_public_api_errors_name_the_argument(call, error, argument):
     with ak.use_backend("cpp"):
         with pytest.raises(error, match=argument):
             call()
+
+
+def test_alter_linear_inference_equals_the_fused_linear_and_names_bad_input():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(5, 6), torch.randn(7, 6), torch.randn(7)
+    A, B = torch.randn(3, 6), torch.randn(2, 7, 3)
+    gates = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    B_cat = B.permute(1, 0, 2).reshape(7, 6).contiguous()
+    want = ak.fused_alter_linear(x, w, b, A, B, gates, 2.0)
+    torch.testing.assert_close(ak.alter_linear_inference(x, w, b, A, B_cat, gates, 2.0), want)
+    with pytest.raises(ValueError, match="x must be"):
+        ak.alter_linear_inference(torch.randn(5, 4), w, b, A, B_cat, gates, 2.0)
+    with pytest.raises(ValueError, match="gates must be"):
+        ak.alter_linear_inference(x, w, b, A, B_cat, gates[:, :1], 2.0)
