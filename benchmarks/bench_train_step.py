@@ -121,11 +121,11 @@ def test_alter_phase2_step(benchmark, compare, record_ratio, steps, reference):
 
 
 @pytest.mark.parametrize("question", ["forget", "retain"])
-def test_generation_per_token(benchmark, compare, smollm2, steps, question):
+def test_generation_per_token(benchmark, compare, record_ratio, smollm2, steps, question):
     """A question the router sends to a forget expert (the adapter runs in every layer), and one it
     keeps on the retain expert (B_R is zero with phase I off: each layer skips its adapter)."""
     from alter.data.prompts import prompt_ids
-    from benchmarks.conftest import synchronized
+    from benchmarks.conftest import RESULTS, interleaved_medians, synchronized
 
     model, tok = smollm2
     wrapped = steps["wrapped"]
@@ -147,3 +147,20 @@ def test_generation_per_token(benchmark, compare, smollm2, steps, question):
 
     compare(benchmark, synchronized(alter_gen, DEVICE), synchronized(plain_gen, DEVICE),
             label=f"generate {NEW_TOKENS} tokens, {question} question: ALTER vs plain model", rounds=5)
+    # split the whole call into the prompt (a one-token generate: ALTER's base pass for the prompt's
+    # entropies and routing, then the prompt itself) and each further decoded token
+    whole = RESULTS[-1]
+    one = dict(kw, max_new_tokens=1, min_new_tokens=1)
+
+    def alter_one():
+        with torch.no_grad():
+            return wrapped.generate(**prompt, **one)
+
+    def plain_one():
+        with torch.no_grad():
+            return model.generate(**prompt, **one)
+
+    first, first_ref = interleaved_medians(synchronized(alter_one, DEVICE), synchronized(plain_one, DEVICE), 5)
+    record_ratio(f"{question} question: prompt + first token", first * 1e3, first_ref * 1e3, "ms")
+    record_ratio(f"{question} question: per further decoded token", (whole.measured - first * 1e3) / (NEW_TOKENS - 1),
+                 (whole.reference - first_ref * 1e3) / (NEW_TOKENS - 1), "ms")
