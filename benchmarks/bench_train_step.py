@@ -134,33 +134,20 @@ def test_generation_per_token(benchmark, compare, record_ratio, smollm2, steps, 
     text = (forget if question == "forget" else retain)[0].question
     ids = torch.tensor([prompt_ids(tok, text)], device=DEVICE)
     prompt = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    kw = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-              pad_token_id=tok.pad_token_id or tok.eos_token_id)
+    pad = tok.pad_token_id or tok.eos_token_id
 
-    def alter_gen():
-        with torch.no_grad():
-            return wrapped.generate(**prompt, **kw)
+    def generating(m, n):
+        def run():
+            with torch.no_grad():
+                return m.generate(**prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=pad)
+        return synchronized(run, DEVICE)
 
-    def plain_gen():
-        with torch.no_grad():
-            return model.generate(**prompt, **kw)
-
-    compare(benchmark, synchronized(alter_gen, DEVICE), synchronized(plain_gen, DEVICE),
+    compare(benchmark, generating(wrapped, NEW_TOKENS), generating(model, NEW_TOKENS),
             label=f"generate {NEW_TOKENS} tokens, {question} question: ALTER vs plain model", rounds=5)
     # split the whole call into the prompt (a one-token generate: ALTER's base pass for the prompt's
     # entropies and routing, then the prompt itself) and each further decoded token
     whole = RESULTS[-1]
-    one = dict(kw, max_new_tokens=1, min_new_tokens=1)
-
-    def alter_one():
-        with torch.no_grad():
-            return wrapped.generate(**prompt, **one)
-
-    def plain_one():
-        with torch.no_grad():
-            return model.generate(**prompt, **one)
-
-    first, first_ref = interleaved_medians(synchronized(alter_one, DEVICE), synchronized(plain_one, DEVICE), 5)
+    first, first_ref = interleaved_medians(generating(wrapped, 1), generating(model, 1), 5)
     record_ratio(f"{question} question: prompt + first token", first * 1e3, first_ref * 1e3, "ms")
     record_ratio(f"{question} question: per further decoded token", (whole.measured - first * 1e3) / (NEW_TOKENS - 1),
                  (whole.reference - first_ref * 1e3) / (NEW_TOKENS - 1), "ms")
