@@ -214,15 +214,17 @@ class AlterLinear(nn.Module):
                     # forward), so that a layer whose used experts are all zero skips its adapter
                     used = (gates != 0).any(0).tolist() if not torch.is_grad_enabled() else None
                     state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used)
+        inference = not torch.is_grad_enabled()
+        cache = self._inference_cache() if inference else None      # (B, B_cat, zero flags), one key check
         on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
-        if on_plan and self._inert_under_plan():
+        if on_plan and inference and self._inert_under_plan(cache[2]):
             return self.base_layer(x)                # every expert this forward uses is exactly zero here
         A = self.lora_A
         w, b = self.base_layer.weight, self.base_layer.bias
         same_dtype = A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype)
-        if same_dtype and not torch.is_grad_enabled() and (self.dropout is None or not self.training):
+        if same_dtype and inference and (self.dropout is None or not self.training):
             # inference: the experts' expand layout is cached (rebuilt when an expert changes)
-            out = alter_kernels.alter_linear_inference(x2, w, b, A, self._inference_cache()[1], gates, self.scaling)
+            out = alter_kernels.alter_linear_inference(x2, w, b, A, cache[1], gates, self.scaling)
             return out.reshape(*lead, self.out_features)
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
@@ -261,15 +263,15 @@ class AlterLinear(nn.Module):
         until a parameter changes (its version counter moves), so read from the device once."""
         return self._inference_cache()[2]
 
-    def _inert_under_plan(self) -> bool:
+    def _inert_under_plan(self, zero: List[bool]) -> bool:
         """At inference, with a shared plan: True when every expert a token of this forward uses is zero
-        in this layer, so the adapter adds exactly nothing (a retain question on an untrained B_R)."""
-        if torch.is_grad_enabled() or self.state is None or self.state.plan is None:
+        in this layer (``zero``: the per-expert flags), so the adapter adds exactly nothing (a retain
+        question on an untrained B_R)."""
+        if self.state is None or self.state.plan is None:
             return False
         used = self.state.plan[5]
         if used is None or len(used) != self.num_experts:
             return False
-        zero = self._zero_experts()
         return all(z or not u for u, z in zip(used, zero))
 
     def _sequence_logits(self, logits: torch.Tensor, lead: torch.Size) -> torch.Tensor:

@@ -26,6 +26,7 @@ import alter_kernels
 from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.entropy import check_finite, positions_from_mask, shift_entropy
+from alter.kv_cache import given_cache, output_cache
 from alter.layer import AlterLinear
 from alter.question_router import QuestionRouter, capture_features, resolve_layer
 from alter.routing_state import RoutingState
@@ -143,16 +144,54 @@ class AlterModel(nn.Module):
         with torch.no_grad(), self.disable_adapters():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
-        """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``.
+    def _base_pass(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                   use_cache: bool = False):
+        """One no-grad base pass: ``(final hidden [B, T, d] or None, logits [B, T, V] or None, KV cache or None)``.
+
+        With a plain LM head only the backbone runs (hidden states, no ``[B, T, V]`` logits); with any
+        other head the whole model runs and returns its logits."""
+        head = self._plain_lm_head()
+        backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        if head is not None and isinstance(backbone, nn.Module) and backbone is not self.model:
+            kwargs = {"use_cache": use_cache}
+            if attention_mask is not None:
+                kwargs["position_ids"] = positions_from_mask(attention_mask)
+            with torch.no_grad(), self.disable_adapters():
+                out = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            return out[0], None, (output_cache(out) if use_cache else None)
+        out = self.base_forward(input_ids, attention_mask, use_cache=use_cache)
+        return None, out.logits, (output_cache(out) if use_cache else None)
+
+    def _entropy_of(self, hidden: Optional[torch.Tensor], logits: Optional[torch.Tensor],
+                    attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``[B, T]`` S_q per position from a base pass's final hidden states (chunked through the plain
+        LM head, :func:`alter_kernels.linear_tsallis_entropy`) or from its logits."""
+        q = self.alter_config.q
+        with torch.no_grad():
+            if hidden is not None:
+                head = self._plain_lm_head()
+                ent = alter_kernels.linear_tsallis_entropy(hidden, head.weight, q, bias=head.bias)
+            else:
+                ent = alter_kernels.tsallis_entropy(logits.detach(), q)
+        return check_finite(ent, attention_mask, "base-model entropy")
+
+    def base_prompt_pass(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                         use_cache: bool = False):
+        """One base pass over a batch: ``(hidden or None, logits or None, router features [B, T, d] or None,
+        KV cache or None)``; :meth:`_entropy_of` turns the first two into the entropies when they are needed.
 
         The features are the question router's layer output (None without a question router)."""
         sink: List[torch.Tensor] = []
-        if self.question_router is None:
-            return self.position_entropy(input_ids, attention_mask), None
-        with capture_features(self.model, self.question_router.layer, sink):
-            ent = self.position_entropy(input_ids, attention_mask)
-        return ent, sink[-1]
+        with contextlib.ExitStack() as stack:
+            if self.question_router is not None:
+                stack.enter_context(capture_features(self.model, self.question_router.layer, sink))
+            hidden, logits, cache = self._base_pass(input_ids, attention_mask, use_cache=use_cache)
+        return hidden, logits, (sink[-1] if sink else None), cache
+
+    def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
+        """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``."""
+        hidden, logits, feats, _ = self.base_prompt_pass(input_ids, attention_mask)
+        return self._entropy_of(hidden, logits, attention_mask), feats
 
     def question_router_logits(self, features: torch.Tensor,
                                token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -181,21 +220,10 @@ class AlterModel(nn.Module):
         hidden states chunk by chunk (:func:`alter_kernels.linear_tsallis_entropy`), so the base
         pass never holds the full ``[B, T, V]`` logits.
         """
-        q = self.alter_config.q
         if logits is None:
-            head = self._plain_lm_head()
-            backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
-            if head is not None and isinstance(backbone, nn.Module) and backbone is not self.model:
-                kwargs = {}
-                if attention_mask is not None:
-                    kwargs["position_ids"] = positions_from_mask(attention_mask)
-                with torch.no_grad(), self.disable_adapters():
-                    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
-                ent = alter_kernels.linear_tsallis_entropy(hidden, head.weight, q, bias=head.bias)
-                return check_finite(ent, attention_mask, "base-model entropy")
-            logits = self.base_forward(input_ids, attention_mask).logits
-        with torch.no_grad():
-            return check_finite(alter_kernels.tsallis_entropy(logits.detach(), q), attention_mask, "base-model entropy")
+            hidden, logits, _ = self._base_pass(input_ids, attention_mask)
+            return self._entropy_of(hidden, logits, attention_mask)
+        return self._entropy_of(None, logits, attention_mask)
 
     def token_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                       logits: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -214,7 +242,7 @@ class AlterModel(nn.Module):
         needs_route = (self.question_router is not None and self.question_router.fitted and router_logits is None
                        and domain is None and self.state.enabled and self._generation is None)
         if needs_route:
-            if kwargs.get("past_key_values") is not None:
+            if given_cache(kwargs) is not None:
                 raise ValueError("forward with past_key_values needs router_logits=... (the question's routing); "
                                  "use model.generate() to have it handled")
             routed_entropy, router_logits = self.route_questions(input_ids, attention_mask)
@@ -223,7 +251,7 @@ class AlterModel(nn.Module):
         if entropy is None and not self.alter_config.token_entropy:
             entropy = torch.zeros(input_ids.shape, device=input_ids.device)
         if self.state.enabled and entropy is None and self._generation is None:
-            if kwargs.get("past_key_values") is not None:
+            if given_cache(kwargs) is not None:
                 raise ValueError("forward with past_key_values needs entropy=... for the new tokens (their entropy "
                                  "comes from the previous step's logits); use model.generate() to have it handled")
             if self.state.theta is None:

@@ -13,6 +13,10 @@ adapted layer for the tokens of the next forward.
 With the KV cache each forward sees only the new token; without it, every forward sees the
 whole sequence and takes the stored entropies of all positions, so greedy decoding gives the
 same tokens either way. Beam search is not supported (it reorders rows between steps).
+
+When the question router sends the whole batch where every expert is zero (retain questions on an
+untrained ``B_R``), the adapter is inert: generation continues from the base pass's KV cache with
+the adapter off, so the prompt runs once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 import alter_kernels
 from alter.entropy import check_finite, positions_from_mask, shift_entropy
+from alter.kv_cache import CACHE_KWARG, given_cache, output_cache, without_last_token
 from alter.question_router import capture_features
 
 
@@ -93,7 +98,7 @@ class _EntropySession:
         cached = input_ids.shape[1] < self.prompt_length + self.calls - 1     # calls already counts this one
         kwargs = {"attention_mask": call_kwargs.get("attention_mask")}
         if cached:
-            kwargs.update(past_key_values=self.base_cache, use_cache=True)
+            kwargs.update({CACHE_KWARG: self.base_cache, "use_cache": True})
             for key in ("position_ids", "cache_position"):
                 if call_kwargs.get(key) is not None:
                     kwargs[key] = call_kwargs[key]
@@ -106,17 +111,66 @@ class _EntropySession:
         return out.logits[:, -1, :]
 
 
-def _prompt_router_logits(wrapper, input_ids, attention_mask):
-    """The question router's ``[B, E]`` logits for the prompt (None without a question router): one base pass."""
-    if wrapper.question_router is None:
-        return None
-    _, logits = wrapper.route_questions(input_ids, attention_mask)
-    return logits
+def _adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
+    """True when no adapted layer can add anything to these questions, whatever each token's entropy.
+
+    At inference a token's gates depend only on its sequence's router logits and on whether its
+    entropy is below theta, so two probe tokens per row (entropy 0 and +inf) show every expert the
+    generation can use; the adapter is inert when each of them is exactly zero in every layer (a
+    retain-routed question on a retain expert that phase I never trained: docs/method.md §3)."""
+    rows = router_logits.shape[0]
+    probe_entropy = torch.tensor([0.0, float("inf")], device=router_logits.device).repeat(rows)
+    u = router_logits.float().repeat_interleave(2, dim=0)
+    used_by_key = {}
+    for layer in wrapper.adapter_layers().values():
+        key = layer._plan_key()
+        if key not in used_by_key:
+            if layer.num_experts != u.shape[1]:
+                return False
+            gates = alter_kernels.route(probe_entropy, u, layer._theta(), tau_high=layer.tau_high,
+                                        top_k=layer.top_k, retain_index=0, mode="infer")
+            used_by_key[key] = gates.ne(0).any(0).tolist()
+        if any(used and not zero for used, zero in zip(used_by_key[key], layer._zero_experts())):
+            return False
+    return True
+
+
+def _can_reuse_prompt_cache(wrapper, kwargs) -> bool:
+    """Whether generate() may start from the base pass's KV cache: a plain cached call, one sequence per prompt."""
+    if given_cache(kwargs) is not None or kwargs.get("use_cache") is False:
+        return False
+    gen_cfg = kwargs.get("generation_config") or getattr(wrapper.model, "generation_config", None)
+    sequences = kwargs.get("num_return_sequences", getattr(gen_cfg, "num_return_sequences", 1)) or 1
+    return int(sequences) == 1 and getattr(gen_cfg, "use_cache", True) is not False
+
+
+def _generate_from_base_cache(wrapper, input_ids, attention_mask, cache, **kwargs):
+    """Generation with the adapter off, continuing from the prompt's base pass: its KV cache holds the
+    prompt, so the prompt is not run a second time (only its last token, for the first new logits)."""
+    with wrapper.disable_adapters():
+        return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **{CACHE_KWARG: cache},
+                                      **kwargs)
+
+
+def _prompt_routing(wrapper, input_ids, attention_mask, kwargs):
+    """The prompt's base pass: ``(hidden, logits, router logits [B, E] or None, KV cache or None)``.
+
+    The cache is kept only when it can serve the generation (the adapter may turn out inert)."""
+    keep = _can_reuse_prompt_cache(wrapper, kwargs) and wrapper.question_router is not None
+    hidden, logits, features, cache = wrapper.base_prompt_pass(input_ids, attention_mask, use_cache=keep)
+    router_logits = None if features is None else wrapper.question_router_logits(features, attention_mask)
+    return hidden, logits, router_logits, cache
 
 
 def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
     """The AsymLoRA ablation: every token is low entropy (top-1 expert), no entropy to track."""
-    router_logits = _prompt_router_logits(wrapper, input_ids, attention_mask)
+    _, _, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
+    if router_logits is not None and cache is not None and _adapter_inert(wrapper, router_logits):
+        cache = without_last_token(cache)
+        if cache is not None:
+            return _generate_from_base_cache(wrapper, input_ids, attention_mask, cache, **kwargs)
+    del cache
+
     def pre_hook(module, args, call_kwargs):
         ids = call_kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and wrapper.state.enabled:
@@ -169,12 +223,18 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
             router_logits = wrapper.question_router_logits(features[-1], attention_mask)
         per_position = check_finite(alter_kernels.tsallis_entropy(out.logits.detach(), wrapper.alter_config.q),
                                     attention_mask, "base-model entropy of the prompt")
-        base_cache = out.past_key_values
+        base_cache = output_cache(out)
         del out
     else:             # one chunked base pass (no [B, P, V] logits) gives the entropies and the router's features
-        per_position, features = wrapper.routing_inputs(input_ids, attention_mask)
-        if features is not None:
-            router_logits = wrapper.question_router_logits(features, attention_mask)
+        hidden, logits, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
+        if router_logits is not None and cache is not None and _adapter_inert(wrapper, router_logits):
+            # every expert these questions can use is zero: the answer is the base model's, and the
+            # base pass already holds the prompt's KV cache (no second prompt pass, no entropies)
+            cache = without_last_token(cache)
+            if cache is not None:
+                return _generate_from_base_cache(wrapper, input_ids, attention_mask, cache, **kwargs)
+        per_position = wrapper._entropy_of(hidden, logits, attention_mask)
+        del hidden, logits, cache
         base_cache = None
     prompt_entropy = shift_entropy(per_position, attention_mask)
     # with the base source the base pass already knows the first generated token's entropy;

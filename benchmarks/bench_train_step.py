@@ -123,7 +123,8 @@ def test_alter_phase2_step(benchmark, compare, record_ratio, steps, reference):
 @pytest.mark.parametrize("question", ["forget", "retain"])
 def test_generation_per_token(benchmark, compare, record_ratio, smollm2, steps, question):
     """A question the router sends to a forget expert (the adapter runs in every layer), and one it
-    keeps on the retain expert (B_R is zero with phase I off: each layer skips its adapter)."""
+    keeps on the retain expert (B_R is zero with phase I off: the adapter is inert, so generation continues
+    from the KV cache of the base pass that routed it and the prompt runs once)."""
     from alter.data.prompts import prompt_ids
     from benchmarks.conftest import RESULTS, interleaved_medians, synchronized
 
@@ -145,7 +146,7 @@ def test_generation_per_token(benchmark, compare, record_ratio, smollm2, steps, 
     compare(benchmark, generating(wrapped, NEW_TOKENS), generating(model, NEW_TOKENS),
             label=f"generate {NEW_TOKENS} tokens, {question} question: ALTER vs plain model", rounds=5)
     # split the whole call into the prompt (a one-token generate: ALTER's base pass for the prompt's
-    # entropies and routing, then the prompt itself) and each further decoded token
+    # routing and entropies, then, on a forget question, the adapted prompt) and each further decoded token
     whole = RESULTS[-1]
     first, first_ref = interleaved_medians(generating(wrapped, 1), generating(model, 1), 5)
     record_ratio(f"{question} question: prompt + first token", first * 1e3, first_ref * 1e3, "ms")

@@ -329,6 +329,6 @@ def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny
         torch.testing.assert_close(skipped, base)
         w(**enc, entropy=ent, router_logits=forget)           # a forget expert in use: the adapter runs
         assert len(adapter_calls) == len(w.adapter_layers())
-        monkeypatch.setattr(AlterLinear, "_inert_under_plan", lambda self: False)
+        monkeypatch.setattr(AlterLinear, "_inert_under_plan", lambda self, zero: False)
         computed = w(**enc, entropy=ent.clone(), router_logits=retain_only).logits
     torch.testing.assert_close(skipped, computed)

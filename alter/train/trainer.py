@@ -3,12 +3,15 @@
 1. Preparation: forget sub-domains (data labels or ``auto:K``), wrapping, tokenisation, one
    no-grad base pass that gives every token's entropy (kept per example: the base model never
    changes), theta ("auto" = Otsu over the answer tokens), optional centroid init of routers.
-2. Phase I: A and the retain expert learn the high-entropy answer tokens of D_R ∪ D_F
-   (cross-entropy); every token is routed to the retain expert; on low-entropy tokens neither
-   A nor B_R receives gradient.
-3. Phase II: teacher-forced routing by domain; hinge forget loss, retain cross-entropy,
-   structural KL to the base on high-entropy tokens, router cross-entropy; A only through
-   high-entropy tokens, B_Fk only from D_Fk, B_R only from D_R.
+2. Phase I (off by default, ``phase1_epochs=0``): A and the retain expert learn the high-entropy
+   answer tokens of D_R ∪ D_F (cross-entropy); every token is routed to the retain expert; on
+   low-entropy tokens neither A nor B_R receives gradient.
+3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
+   through the inference gates (their domain's router logits); the hinge pushes their low-entropy
+   content tokens and the structural KL (against kept top-k base targets) holds every other
+   position; only the forget experts train. With ``router="token"`` (the paper's routers) phase II
+   is teacher-forced by domain and adds retain examples (their cross-entropy) and the routers'
+   domain cross-entropy.
 
 Checkpoints every ``checkpoint_every`` steps (and at the end of phase I) are written
 atomically; ``train(resume=True)`` continues from the newest one with nothing lost: the batch
