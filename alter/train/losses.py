@@ -93,9 +93,10 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     sel = forget & ~high & hinge_rows
     violating = torch.zeros((), dtype=torch.long)
     if lambda_forget and bool(sel.any()):
-        parts["forget"] = alter_kernels.hinge_forget_loss(lg[sel], lb[sel], margin)
+        lg_sel, lb_sel = lg[sel], lb[sel]                 # one gather of the hinge rows, for the loss and the count
+        parts["forget"] = alter_kernels.hinge_forget_loss(lg_sel, lb_sel, margin)
         total = total + lambda_forget * parts["forget"]
-        violating = hinge_violations(lg[sel].detach(), lb[sel], margin)
+        violating = hinge_violations(lg_sel.detach(), lb_sel, margin)
     sel = ~forget & answer
     if lambda_retain and bool(sel.any()):
         parts["retain"] = F.cross_entropy(lg[sel].float(), lb[sel])
