@@ -103,7 +103,7 @@ class AlterConfig:
                                     "the demo's at step 8 of 9, one step short of forgetting")
     batch_size: int = _f(4, "examples per optimisation step")
     lr_phase1: float = _f(2e-4, "learning rate of phase I")
-    lr_phase2: float = _f(2e-3, "learning rate of the forget experts in phase II; 2e-3 puts the default budget where "
+    lr_phase2: float = _f(2e-3, "learning rate of phase II (the experts it trains); 2e-3 puts the default budget where "
                           "forgetting has saturated (the hinge is bounded, so more budget changes little): measured on "
                           "TOFU, 1e-3 left half the budget under-forgetting (docs/method.md section 4)")
     lr_router: float = _f(1e-2, "learning rate of the routers (linear probes on detached features)")
