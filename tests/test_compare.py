@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+import alter
 from alter.cli import train as cli
 from alter.compare import parse_methods
 from alter.compare.table import pareto_front, to_markdown
@@ -33,7 +34,7 @@ def test_pareto_front_and_table_shape():
     assert table.count("\n") == len(rows) + 1 and "| b |" in table and "forget quality" in table
 
 
-def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch):
+def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     tok = make_tiny_tokenizer()
     model = make_tiny_llama(len(tok))
@@ -67,6 +68,15 @@ def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch):
     assert {r["method"] for r in json.loads((out / "compare.json").read_text())["rows"]} == {"ga", "alter"}
     # other settings in the same folder: refused, in one line
     settings = json.loads((out / "settings.json").read_text())
-    settings["seed"] = 1
+    original = settings["seed"]
+    settings["seed"] = original + 1
     (out / "settings.json").write_text(json.dumps(settings))
     assert cli.main(args) == 2
+    # the same settings but runs made with other AlterConfig defaults (an older ALTER): refused too
+    settings["seed"] = original
+    (out / "settings.json").write_text(json.dumps(settings))
+    defaults = json.loads((out / "alter_defaults.json").read_text())
+    assert defaults["lr_phase2"] == alter.AlterConfig().lr_phase2
+    (out / "alter_defaults.json").write_text(json.dumps({**defaults, "lr_phase2": 1e-3}))
+    assert cli.main(args) == 2
+    assert "lr_phase2" in capsys.readouterr().err

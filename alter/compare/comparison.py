@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from alter import io as alter_io
+from alter.config import AlterConfig
 from alter.compare.settings import ALL_METHODS, CompareSettings
 from alter.compare.table import columns_for, pareto_front, to_csv, to_markdown
 from alter.compare.tuning import average_seeds, floor_of, select
 from alter.compare.variants import parse_spec
+
+ALTER_DEFAULTS = "alter_defaults.json"    # AlterConfig's defaults when the folder's runs were made
 
 KNOWN = set(ALL_METHODS)
 
@@ -66,6 +69,21 @@ def _ks_against_retain(results: Dict[str, Dict]) -> None:
             result["row"]["forget_probability_ks_p"] = forget_quality(probs, ref)["forget_quality"]
 
 
+def _alter_defaults_unchanged(out_dir: Path, resume: bool) -> Dict:
+    """``AlterConfig``'s defaults now; on resume, a folder whose runs used other defaults (an upgraded
+    ALTER) is refused, since its ``alter`` / ``asymlora`` results would be kept under the same names."""
+    now = json.loads(json.dumps(AlterConfig().to_dict()))
+    path = out_dir / ALTER_DEFAULTS
+    if resume and path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"cannot resume the comparison in {out_dir}: ALTER's defaults changed since its runs "
+                             f"({', '.join(changed)}), so its alter/asymlora results are stale; use a new --output "
+                             "or delete those methods' JSON files and the folder's alter_defaults.json")
+    return now
+
+
 def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None,
                 resume: bool = False, tuning: bool = False) -> Dict:
     """Run every method of ``settings`` and write the table.
@@ -86,8 +104,10 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
         changed = sorted(k for k in set(previous) | set(now) if k != "methods" and previous.get(k) != now.get(k))
         if changed:
             raise ValueError(f"cannot resume the comparison in {out_dir}: its settings differ ({', '.join(changed)})")
+    defaults = _alter_defaults_unchanged(out_dir, resume)
     runs.mkdir(parents=True, exist_ok=True)
     alter_io.atomic_write_json(settings_path, settings.to_dict())
+    alter_io.atomic_write_json(out_dir / ALTER_DEFAULTS, defaults)
     # the retain model (the reference of forget quality) runs first when asked for, or on the synthetic
     # run always; a TOFU run without it reports no KS p-value (teaching it costs ~10 min on 2 cores)
     with_retain = "retain" in settings.methods or settings.dataset == "synthetic"
