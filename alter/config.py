@@ -94,7 +94,7 @@ class AlterConfig:
     phase2_epochs: float = _f(3.0, "epochs of phase II (asymmetric unlearning), counted over the forget set")
     phase2_min_steps: int = _f(15, "phase II runs at least this many steps (more epochs over a small forget set): the "
                                "demo's 10 forget QA gave 9 steps at 3 epochs and stopped half-way (forget ROUGE-L "
-                               "0.52). 15 at lr 2e-3 is the budget 30 steps at 1e-3 gave (demo: forget 0.30, fluent "
+                               "0.52). 15 at lr 2e-3 is the budget 30 steps at 1e-3 gave (demo: forget 0.325, fluent "
                                "answers); 30 at 2e-3 garbled two of the demo's three forget answers shown. 0 disables")
     stop_when_forgotten: float = _f(-1.0, "end phase II early once, over the last epoch's steps, at most this "
                                     "fraction of the hinge's forget tokens were still above the margin; negative "
