@@ -270,8 +270,15 @@ class AlterLinear(nn.Module):
         if self.state is None or self.state.plan is None:
             return False
         used = self.state.plan[5]
-        if used is None or len(used) != self.num_experts:
+        return used is not None and self.adds_nothing(used, zero)
+
+    def adds_nothing(self, used: List[bool], zero: Optional[List[bool]] = None) -> bool:
+        """True when every expert flagged in ``used`` (``[E]`` bools) is exactly zero in this layer, so the
+        adapter adds nothing to tokens routed to those experts only (``zero``: the layer's per-expert zero
+        flags, when the caller already holds them). Used per forward and by generation's cache reuse."""
+        if len(used) != self.num_experts:
             return False
+        zero = self._zero_experts() if zero is None else zero
         return all(z or not u for u, z in zip(used, zero))
 
     def _sequence_logits(self, logits: torch.Tensor, lead: torch.Size) -> torch.Tensor:

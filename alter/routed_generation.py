@@ -130,7 +130,7 @@ def _adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
             gates = alter_kernels.route(probe_entropy, u, layer._theta(), tau_high=layer.tau_high,
                                         top_k=layer.top_k, retain_index=0, mode="infer")
             used_by_key[key] = gates.ne(0).any(0).tolist()
-        if any(used and not zero for used, zero in zip(used_by_key[key], layer._zero_experts())):
+        if not layer.adds_nothing(used_by_key[key]):
             return False
     return True
 
