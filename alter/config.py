@@ -96,11 +96,13 @@ class AlterConfig:
                                "demo's 10 forget QA gave 9 steps at 3 epochs and stopped half-way (forget ROUGE-L "
                                "0.52). 15 at lr 2e-3 is the budget 30 steps at 1e-3 gave (demo: forget 0.325, fluent "
                                "answers); 30 at 2e-3 garbled two of the demo's three forget answers shown. 0 disables")
-    stop_when_forgotten: float = _f(-1.0, "end phase II early once, over the last epoch's steps, at most this "
-                                    "fraction of the hinge's forget tokens were still above the margin; negative "
-                                    "(the default, the spec's fixed length): run all phase2_epochs. Measured: 0.8 "
-                                    "stops the comparison's 15-step phase II at step 10 before answers collapse, but "
-                                    "the demo's at step 8 of 9, one step short of forgetting")
+    stop_when_forgotten: float = _f(0.5, "end phase II early once, over the last epoch's steps, at most this "
+                                    "fraction of the hinge's forget tokens were still above the margin, but not "
+                                    "before phase2_min_steps (deviation: the spec runs a fixed length); negative "
+                                    "runs all phase2_epochs. Forget ROUGE-L saturates with budget, the forget "
+                                    "answers' probability does not: on TOFU 0.5 stops near step 38 of 75 with the "
+                                    "same ROUGE-L, KS p 0.24 against the reference model instead of 0.0097, in "
+                                    "0.58x the time (docs/method.md section 4)")
     batch_size: int = _f(4, "examples per optimisation step")
     lr_phase1: float = _f(2e-4, "learning rate of phase I")
     lr_phase2: float = _f(2e-3, "learning rate of phase II (the experts it trains); 2e-3 puts the default budget where "

@@ -277,6 +277,15 @@ def test_phase2_stops_once_the_forget_tokens_are_pushed_down(tiny_tokenizer, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_early_stop_waits_for_phase2_min_steps(tiny_tokenizer):
+    # Every step is clean, so the window (one epoch = 2 steps) allows a stop after step 2; the minimum of 3
+    # steps holds phase II until step 3 (the demo's small forget set must get its whole budget).
+    tr = _trainer(tiny_tokenizer, phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.5, phase2_min_steps=3)
+    _scripted_hinge(tr, [0])
+    tr.train()
+    assert tr.report.phases["phase2"]["stopped_early_at"] == 3 and tr.report.phases["phase2"]["steps"] == 3
+
+
 def test_early_stop_resumes_with_its_window(tiny_tokenizer, tmp_path):
     # Interrupted after step 2 (checkpoint every step): the resumed run must still stop at step 3,
     # which needs step 2's counts from the checkpoint.

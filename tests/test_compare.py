@@ -52,6 +52,7 @@ def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch, capsys
         assert row["forget_quality"] is not None and 0.0 <= row["forget_quality"] <= 1.0
         assert row["model_utility"] is not None and row["train_seconds"] > 0
         assert row["trainable_parameters"] > 0 and row["fluency_mean"] is not None
+        assert row["unlearn_steps"] > 0       # phase II steps for alter, optimiser steps for a baseline
     assert rows["alter"]["trainable_parameters"] < rows["ga"]["trainable_parameters"]
     with open(out / "compare_table.csv") as fh:
         assert [r["method"] for r in csv.DictReader(fh)] == ["ga", "alter"]

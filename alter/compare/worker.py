@@ -144,6 +144,7 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
                                    progress=progress)
             model = trainer.train()
             trainable = model.adapter_parameter_count()
+            steps = trainer.report.phases.get("phase2", {}).get("steps")   # fewer than planned when stopped early
         else:
             from alter.baselines import run_unlearning
 
@@ -152,9 +153,11 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
                                     system_prompt=s.system_prompt, progress=progress)
             model = result.model
             trainable = result.report.trainable_parameters
+            steps = result.report.steps
     eff = rec.to_dict()
     return model, tok, {"train_seconds": eff["wall_s"], "peak_memory_bytes": eff.get("peak_rss_bytes")
-                        or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable}
+                        or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable,
+                        "unlearn_steps": steps}
 
 
 def _extra_sets(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:

@@ -425,7 +425,10 @@ class AlterTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
-            stopped = window is not None and self._forgotten(window, out)
+            # the stop rule is checked every step (the window needs every step's counts) but ends phase II no
+            # earlier than phase2_min_steps: the demo's 15 steps stopped at step 8 with half-formed answers
+            stopped = (window is not None and self._forgotten(window, out)
+                       and step + 1 >= self.config.phase2_min_steps)
             for k, v in out.items():
                 if k != "loss" and v.dim() == 0 and v.is_floating_point():
                     running[k] = float(v)
