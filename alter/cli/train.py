@@ -164,6 +164,7 @@ def run_comparison(args) -> int:
 
     from alter.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
     from alter.compare.variants import parse_spec
+    from alter.config import AlterConfig
 
     if not args.benchmark and (args.tune or args.tuned or args.tofu_split):
         raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
@@ -192,6 +193,10 @@ def run_comparison(args) -> int:
         values["eval_lean"] = True
     if args.seeds is not None:
         values["methods"] = seed_specs(values["methods"], args.seeds)
+    # ALTER flags and --config YAML apply to the alter and asymlora runs (recorded in settings.json, so a
+    # --resume with other values is refused); a method spec's @lr / @epochs still wins over them
+    defaults = AlterConfig().to_dict()
+    values["alter"] = {k: v for k, v in build_config(args).to_dict().items() if v != defaults[k]}
     settings = CompareSettings(**values)
     default = (f"alter_runs/tofu-{split}" + ("-sweep" if args.tune else "")) if args.benchmark else "alter_runs/compare"
     out = Path(args.output or ("alter_runs/compare-quick" if args.quick else default))
