@@ -32,6 +32,8 @@ def test_pareto_front_and_table_shape():
     assert pareto_front(rows, efficacy="forget_quality", efficacy_higher_is_better=True) == ["a", "b"]
     table = to_markdown(rows)
     assert table.count("\n") == len(rows) + 1 and "| b |" in table and "forget quality" in table
+    rows[0].update(trainable_parameters=5379840.0, peak_memory_bytes=2 ** 31)   # a seed mean is a float
+    assert "| 5,379,840 |" in to_markdown(rows) and "| 2.00 |" in to_markdown(rows)
 
 
 def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch, capsys):

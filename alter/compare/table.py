@@ -45,9 +45,9 @@ def _cell(row: Dict, key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:
         return "-"
-    scale = 2 ** -30 if key == "peak_memory_bytes" else 1.0
+    scale = 2 ** -30 if key == "peak_memory_bytes" else 1
     if key == "trainable_parameters":
-        value = int(value)
+        value = int(value)                 # a count: "5,379,840", not "5,379,840.0"
     text = fmt.format(value * scale)
     sd = row.get(f"{key}_sd")
     if sd is not None and key != "trainable_parameters":
