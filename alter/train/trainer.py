@@ -9,9 +9,10 @@
 3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
    through the inference gates (their domain's router logits); the hinge pushes their low-entropy
    content tokens and the structural KL (against kept top-k base targets) holds every other
-   position; only the forget experts train. With ``router="token"`` (the paper's routers) phase II
-   is teacher-forced by domain and adds retain examples (their cross-entropy) and the routers'
-   domain cross-entropy.
+   position; only the forget experts train; phase II ends early once half of an epoch's forget tokens
+   are past the margin (``stop_when_forgotten``), never before ``phase2_min_steps``. With
+   ``router="token"`` (the paper's routers) phase II is teacher-forced by domain and adds retain
+   examples (their cross-entropy) and the routers' domain cross-entropy.
 
 Checkpoints every ``checkpoint_every`` steps (and at the end of phase I) are written
 atomically; ``train(resume=True)`` continues from the newest one with nothing lost: the batch
