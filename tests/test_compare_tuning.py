@@ -114,21 +114,22 @@ def test_a_spec_s_lr_and_epochs_reach_the_unlearning_run(monkeypatch):
         def __init__(self, model, tok, config, forget, retain, progress=True):
             seen["alter"] = (config.lr_phase2, config.phase2_epochs)
             self.model = model
+            self.report = types.SimpleNamespace(phases={"phase2": {"steps": 3}})
 
         def train(self):
             return types.SimpleNamespace(adapter_parameter_count=lambda: 1)
 
     def fake_run(method, model, tok, forget, retain, epochs, lr, **kw):
         seen[method] = (lr, epochs)
-        return types.SimpleNamespace(model=model, report=types.SimpleNamespace(trainable_parameters=1))
+        return types.SimpleNamespace(model=model, report=types.SimpleNamespace(trainable_parameters=1, steps=2))
 
     monkeypatch.setattr(worker, "starting_model", lambda s, d, p: (object(), object(), None))
     monkeypatch.setattr(alter.train, "AlterTrainer", FakeTrainer)
     monkeypatch.setattr(alter.baselines, "run_unlearning", fake_run)
     s = CompareSettings(unlearn_epochs=3.0)
     data = types.SimpleNamespace(forget=[], retain=[])
-    worker._unlearn(parse_spec("alter@lr=5e-4@epochs=1.5"), s, data, progress=False)
-    worker._unlearn(parse_spec("npo@epochs=6"), s, data, progress=False)
+    assert worker._unlearn(parse_spec("alter@lr=5e-4@epochs=1.5"), s, data, progress=False)[2]["unlearn_steps"] == 3
+    assert worker._unlearn(parse_spec("npo@epochs=6"), s, data, progress=False)[2]["unlearn_steps"] == 2
     worker._unlearn(parse_spec("graddiff"), s, data, progress=False)
     assert seen["alter"] == (5e-4, 1.5)
     assert seen["npo"] == (s.method_lr["npo"], 6.0)
