@@ -164,6 +164,9 @@ def test_theta_rules_and_bad_input(tiny_tokenizer):
         AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, _config(), [], RETAIN)
     with pytest.raises(ValueError, match="unknown config key 'lamda_forget'; did you mean 'lambda_forget'"):
         alter.AlterConfig.from_dict({"lamda_forget": 1.0})
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="stop_window_steps.*non-negative integer"):
+            alter.AlterConfig(stop_window_steps=bad)
 
 
 def test_auto_subdomains_and_centroid_init(tiny_tokenizer):
@@ -258,9 +261,9 @@ def _scripted_hinge(tr, violating):
 
 @pytest.mark.parametrize("stop", [0.0, -1.0])
 def test_phase2_stops_once_the_forget_tokens_are_pushed_down(tiny_tokenizer, tmp_path, stop):
-    # 4 forget examples, 2 per step: one epoch (the window) is 2 steps; 2 epochs are 4 steps.
-    # Step 1 still has tokens above the margin, steps 2 and 3 none: the window is clean after step 3.
-    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=stop)
+    # 4 forget examples, 2 per step: one epoch (the window, stop_window_steps=0) is 2 steps; 2 epochs are
+    # 4 steps. Step 1 still has tokens above the margin, steps 2 and 3 none: the window is clean after step 3.
+    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=stop, stop_window_steps=0)
     tr = _trainer(tiny_tokenizer, tmp_path, **kw)
     _scripted_hinge(tr, [3, 0, 0, 0])
     tr.train()
@@ -277,10 +280,22 @@ def test_phase2_stops_once_the_forget_tokens_are_pushed_down(tiny_tokenizer, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("window,stops_at", [(1, 2), (3, 4)])
+def test_stop_window_steps_sets_how_far_back_the_stop_looks(tiny_tokenizer, window, stops_at):
+    # One epoch is 2 steps; the window's own length decides: the first clean step (2) is enough for a
+    # 1-step window, a 3-step window needs steps 2-4 clean.
+    tr = _trainer(tiny_tokenizer, phase1_epochs=0, phase2_epochs=3, stop_when_forgotten=0.0,
+                  stop_window_steps=window)
+    _scripted_hinge(tr, [3, 0])
+    tr.train()
+    assert tr.report.phases["phase2"]["stopped_early_at"] == stops_at
+
+
 def test_early_stop_waits_for_phase2_min_steps(tiny_tokenizer):
     # Every step is clean, so the window (one epoch = 2 steps) allows a stop after step 2; the minimum of 3
     # steps holds phase II until step 3 (the demo's small forget set must get its whole budget).
-    tr = _trainer(tiny_tokenizer, phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.5, phase2_min_steps=3)
+    tr = _trainer(tiny_tokenizer, phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.5, phase2_min_steps=3,
+                  stop_window_steps=0)
     _scripted_hinge(tr, [0])
     tr.train()
     assert tr.report.phases["phase2"]["stopped_early_at"] == 3 and tr.report.phases["phase2"]["steps"] == 3
@@ -289,7 +304,7 @@ def test_early_stop_waits_for_phase2_min_steps(tiny_tokenizer):
 def test_early_stop_resumes_with_its_window(tiny_tokenizer, tmp_path):
     # Interrupted after step 2 (checkpoint every step): the resumed run must still stop at step 3,
     # which needs step 2's counts from the checkpoint.
-    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.0)
+    kw = dict(phase1_epochs=0, phase2_epochs=2, stop_when_forgotten=0.0, stop_window_steps=0)
     full = _trainer(tiny_tokenizer, tmp_path / "full", **kw)
     _scripted_hinge(full, [3, 0, 0, 0])
     full.train()

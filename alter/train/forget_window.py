@@ -1,4 +1,4 @@
-"""When phase II may stop early: the hinge's forget tokens still above the margin over the last epoch."""
+"""When phase II may stop early: the hinge's forget tokens still above the margin over the last steps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import List, Optional
 class ForgetWindow:
     """The last ``size`` phase II steps' hinge counts: forget tokens still above the margin, and all.
 
-    ``size`` is one epoch of steps, so a full window has seen every forget example once; the counts
-    are taken before each step's update. A bounded hinge gives no gradient once a token is past the
+    ``size`` is ``AlterConfig.stop_window_steps`` (or, at 0, one epoch of steps, so that a full
+    window has seen every forget example once); the counts are taken before each step's update. A bounded hinge gives no gradient once a token is past the
     margin, but Adam's normalised steps keep moving the experts as far on the few that are not, so
     phase II can end once at most ``AlterConfig.stop_when_forgotten`` of them are still above it.
     """

@@ -9,8 +9,9 @@
 3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
    through the inference gates (their domain's router logits); the hinge pushes their low-entropy
    content tokens and the structural KL (against kept top-k base targets) holds every other
-   position; only the forget experts train; phase II ends early once half of an epoch's forget tokens
-   are past the margin (``stop_when_forgotten``), never before ``phase2_min_steps``. With
+   position; only the forget experts train; phase II ends early once at most a fifth of the last five
+   steps' forget tokens are above the margin (``stop_when_forgotten``, ``stop_window_steps``), never
+   before ``phase2_min_steps``. With
    ``router="token"`` (the paper's routers) phase II is teacher-forced by domain and adds retain
    examples (their cross-entropy) and the routers' domain cross-entropy.
 
@@ -466,9 +467,12 @@ class AlterTrainer:
         """The early-stop tracker of phase II (``stop_when_forgotten``), restored on resume; None if off."""
         if phase != "phase2" or self.config.stop_when_forgotten < 0 or not self.config.lambda_forget:
             return None
-        forget_per_step = max(1, sum(1 for i in plan[0] if self.items[i].domain_id != 0)) if plan else 1
-        n_forget = len({i for chunk in plan for i in chunk if self.items[i].domain_id != 0})
-        window = ForgetWindow(max(1, math.ceil(n_forget / forget_per_step)))
+        size = int(self.config.stop_window_steps)
+        if size == 0:  # one epoch of forget batches
+            forget_per_step = max(1, sum(1 for i in plan[0] if self.items[i].domain_id != 0)) if plan else 1
+            n_forget = len({i for chunk in plan for i in chunk if self.items[i].domain_id != 0})
+            size = max(1, math.ceil(n_forget / forget_per_step))
+        window = ForgetWindow(size)
         if resume_from is not None:
             window.load(ckpt.read_progress(resume_from).get("stop_window"))
         return window
