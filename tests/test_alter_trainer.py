@@ -19,7 +19,7 @@ RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["C
 
 def _config(**kw):
     base = dict(batch_size=2, phase1_epochs=1, phase2_epochs=1, lr_phase1=1e-2, lr_phase2=1e-2, lr_router=1e-2,
-                phase2_min_steps=0)
+                phase2_min_steps=0, stop_answer_overlap=-1.0)
     base.update(kw)
     return alter.AlterConfig(**base)
 
@@ -167,6 +167,10 @@ def test_theta_rules_and_bad_input(tiny_tokenizer):
     for bad in (-1, 2.5):
         with pytest.raises(ValueError, match="stop_window_steps.*non-negative integer"):
             alter.AlterConfig(stop_window_steps=bad)
+    with pytest.raises(ValueError, match="stop_check_every.*positive integer"):
+        alter.AlterConfig(stop_check_every=0)
+    with pytest.raises(ValueError, match="stop_answer_overlap.*< 1"):
+        alter.AlterConfig(stop_answer_overlap=1.0)
 
 
 def test_auto_subdomains_and_centroid_init(tiny_tokenizer):

@@ -42,7 +42,7 @@ from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
-from alter.train.forget_window import ForgetWindow
+from alter.train.early_stop import EarlyStop
 from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
@@ -406,7 +406,12 @@ class AlterTrainer:
             torch.cuda.reset_peak_memory_stats(self.model.device)
         bar = tqdm(total=len(plan), initial=start_step, desc=f"ALTER {phase}", disable=not self._show_progress())
         running: Dict[str, float] = {}
-        window = self._stop_window(phase, plan, resume_from)
+        stop = None
+        if phase == "phase2":
+            stop = EarlyStop.build(self.config, self.tokenizer, self.forget, plan,
+                                   lambda i: self.items[i].domain_id != 0,
+                                   ckpt.read_progress(resume_from).get("stop_window") if resume_from else None,
+                                   self.accelerator)
         if phase == "phase2" and self._kl_top_k():         # the KL's base targets: one base pass per example
             ensure_targets(self.model, [self.items[i] for i in sorted({i for s in plan for i in s})], self._pad(),
                            self.config.struct_kl_top_k, self._batch_size_eval(), self._show_progress())
@@ -427,16 +432,15 @@ class AlterTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
-            # the stop rule is checked every step (the window needs every step's counts) but ends phase II no
+            # the stop rules run every step (the hinge window needs every step's counts) but end phase II no
             # earlier than phase2_min_steps: the demo's 15 steps stopped at step 8 with half-formed answers
-            stopped = (window is not None and self._forgotten(window, out)
-                       and step + 1 >= self.config.phase2_min_steps)
+            stopped = stop is not None and stop.update(step + 1, out, self.model)
             for k, v in out.items():
                 if k != "loss" and v.dim() == 0 and v.is_floating_point():
                     running[k] = float(v)
             running["loss"] = float(out["loss"].detach())
-            if window is not None:
-                running["violating"] = window.fraction()
+            if stop is not None:
+                running.update(stop.log_values())
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k in ("loss", "forget", "retain", "ce_high")})
             if (step + 1) % self.log_every == 0 or step + 1 == len(plan) or stopped:
@@ -449,7 +453,7 @@ class AlterTrainer:
                                                 or done):
                 self._checkpoint(optimizer, {"phase": phase, "step": step + 1, "global_step": global_step,
                                              "phase_done": done,
-                                             "stop_window": window.state() if window is not None else None})
+                                             "stop_window": stop.state() if stop is not None else None})
             if stopped:
                 break
         bar.close()
@@ -462,28 +466,6 @@ class AlterTrainer:
         stats["trainable_parameters"] = self.model.trainable_parameter_count()
         self.model.set_trainable()
         return global_step
-
-    def _stop_window(self, phase: str, plan: List[List[int]], resume_from: Optional[Path]) -> Optional[ForgetWindow]:
-        """The early-stop tracker of phase II (``stop_when_forgotten``), restored on resume; None if off."""
-        if phase != "phase2" or self.config.stop_when_forgotten < 0 or not self.config.lambda_forget:
-            return None
-        size = int(self.config.stop_window_steps)
-        if size == 0:  # one epoch of forget batches
-            forget_per_step = max(1, sum(1 for i in plan[0] if self.items[i].domain_id != 0)) if plan else 1
-            n_forget = len({i for chunk in plan for i in chunk if self.items[i].domain_id != 0})
-            size = max(1, math.ceil(n_forget / forget_per_step))
-        window = ForgetWindow(size)
-        if resume_from is not None:
-            window.load(ckpt.read_progress(resume_from).get("stop_window"))
-        return window
-
-    def _forgotten(self, window: "ForgetWindow", out: Dict[str, torch.Tensor]) -> bool:
-        counts = torch.stack([out["forget_violating"].detach().long().cpu(),
-                              out["forget_tokens"].detach().long().cpu()])
-        if self.accelerator.num_processes > 1:  # every process must take the same decision
-            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
-        window.add(int(counts[0]), int(counts[1]))
-        return window.full() and window.fraction() <= self.config.stop_when_forgotten
 
     def _log(self, record: dict) -> None:
         self.report.log.append(record)
