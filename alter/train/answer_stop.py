@@ -1,12 +1,13 @@
 """When phase II may stop early: what greedy generation answers to a sample of forget questions.
 
-Deviation from the spec (which runs phase II a fixed length; docs/method.md section 4): every
+An option (off by default; docs/method.md section 4): every
 ``AlterConfig.stop_check_every`` steps, from ``phase2_min_steps`` on, the model answers
 ``stop_check_questions`` forget questions (a fixed sample, drawn with the seed) through the
 inference path, and phase II ends once the mean ROUGE-L recall of those answers against the forget
 answers is at most ``AlterConfig.stop_answer_overlap``. The hinge's teacher-forced counts
-(:mod:`alter.train.forget_window`) map to different generations at different learning rates;
-this rule stops on the quantity the user scores.
+(:mod:`alter.train.forget_window`, the default rule) map to different generations at different
+learning rates; this rule stops on the quantity the user scores, at the cost of a generation pass
+per check and of a sample's noise.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Phase II's early stop: the two rules of docs/method.md section 4, combined for the trainer.
 
-- answer overlap (``stop_answer_overlap``, on by default): greedy answers to a sample of forget
-  questions, checked every ``stop_check_every`` steps (:mod:`alter.train.answer_stop`);
-- hinge count (``stop_when_forgotten``, off by default): the forget tokens still above the margin
-  over the last ``stop_window_steps`` steps (:mod:`alter.train.forget_window`).
+- hinge count (``stop_when_forgotten``, on by default): the forget tokens still above the margin
+  over the last ``stop_window_steps`` steps, one epoch by default (:mod:`alter.train.forget_window`);
+- answer overlap (``stop_answer_overlap``, off by default): greedy answers to a sample of forget
+  questions, checked every ``stop_check_every`` steps (:mod:`alter.train.answer_stop`).
 
 Phase II ends at the first step where either rule fires, never before ``phase2_min_steps``.
 """

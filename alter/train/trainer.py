@@ -9,9 +9,10 @@
 3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
    through the inference gates (their domain's router logits); the hinge pushes their low-entropy
    content tokens and the structural KL (against kept top-k base targets) holds every other
-   position; only the forget experts train; phase II ends early once at most a fifth of the last five
-   steps' forget tokens are above the margin (``stop_when_forgotten``, ``stop_window_steps``), never
-   before ``phase2_min_steps``. With
+   position; only the forget experts train; phase II ends early once at most half of an epoch's
+   forget tokens are above the margin (``stop_when_forgotten``; or, as an option, once generated
+   forget answers overlap the true ones little: ``stop_answer_overlap``), never before
+   ``phase2_min_steps`` (alter/train/early_stop.py). With
    ``router="token"`` (the paper's routers) phase II is teacher-forced by domain and adds retain
    examples (their cross-entropy) and the routers' domain cross-entropy.
 
