@@ -9,9 +9,10 @@ class ForgetWindow:
     """The last ``size`` phase II steps' hinge counts: forget tokens still above the margin, and all.
 
     ``size`` is ``AlterConfig.stop_window_steps`` (or, at 0, one epoch of steps, so that a full
-    window has seen every forget example once); the counts are taken before each step's update. A bounded hinge gives no gradient once a token is past the
-    margin, but Adam's normalised steps keep moving the experts as far on the few that are not, so
-    phase II can end once at most ``AlterConfig.stop_when_forgotten`` of them are still above it.
+    window has seen every forget example once); the counts are taken before each step's update. A
+    bounded hinge gives no gradient once a token is past the margin, but Adam's normalised steps keep
+    moving the experts as far on the few that are not, so phase II can end once at most
+    ``AlterConfig.stop_when_forgotten`` of them are still above it.
     """
 
     def __init__(self, size: int):
