@@ -111,7 +111,7 @@ class AlterConfig:
                                     "most this against the forget answers (checked every stop_check_every steps from "
                                     "phase2_min_steps on); negative (the default): off. Measured on TOFU at 0.3: no more "
                                     "robust to the learning rate than the hinge count (tune split +0.063 forget ROUGE-L "
-                                    "at half the rate, report split -0.086 at twice it), and each check costs a "
+                                    "at half the rate, report split -0.075 at twice it), and each check costs a "
                                     "generation pass (docs/method.md section 4)")
     stop_check_every: int = _f(5, "steps between two answer-overlap checks (each generates stop_check_questions answers)")
     stop_check_questions: int = _f(16, "forget questions the answer-overlap check generates for (a fixed sample)")
