@@ -19,9 +19,9 @@ RETAIN = [QAExample(f"What colour is the sky on day {i}?", "The sky is blue.") f
 
 def _trainer(tok, tmp_path=None, **kw):
     torch.manual_seed(0)
-    # the hinge-count rule off, so that only the answer check can stop phase II
+    # the other rules off, so that only the answer check can stop phase II
     cfg = dict(batch_size=2, phase1_epochs=0, phase2_epochs=3, lr_phase2=1e-2, phase2_min_steps=0,
-               stop_when_forgotten=-1.0)
+               stop_when_forgotten=-1.0, stop_forget_probability=-1.0)
     cfg.update(kw)
     return AlterTrainer(make_tiny_llama(len(tok)), tok, alter.AlterConfig(**cfg), FORGET, RETAIN,
                         output_dir=tmp_path, progress=False)

@@ -113,10 +113,10 @@ def test_alter_flags_reach_the_comparisons_alter_runs(monkeypatch, tmp_path, cap
     monkeypatch.setattr(compare, "run_compare", lambda settings, out, **kw: seen.setdefault("s", settings))
     yaml_path = tmp_path / "c.yaml"
     yaml_path.write_text("margin: 2.0\n")
-    code = cli.main(["--demo", "--compare", "--methods", "alter,ga", "--stop-when-forgotten", "-1",
+    code = cli.main(["--demo", "--compare", "--methods", "alter,ga", "--stop-when-forgotten", "0.5",
                      "--lr-phase2", "1e-3", "--config", str(yaml_path), "--output", str(tmp_path / "o")])
     assert code == 0
-    assert seen["s"].alter == {"stop_when_forgotten": -1.0, "lr_phase2": 1e-3, "margin": 2.0}
+    assert seen["s"].alter == {"stop_when_forgotten": 0.5, "lr_phase2": 1e-3, "margin": 2.0}
     seen.clear()
     assert cli.main(["--demo", "--compare", "--output", str(tmp_path / "o")]) == 0 and seen["s"].alter == {}
     code, _, err = _run(["--demo", "--compare", "--q", "-1", "--output", str(tmp_path / "o")], capsys)

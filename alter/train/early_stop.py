@@ -1,11 +1,15 @@
-"""Phase II's early stop: the two rules of docs/method.md section 4, combined for the trainer.
+"""Phase II's early stop: the rules of docs/method.md section 4, combined for the trainer.
 
-- hinge count (``stop_when_forgotten``, on by default): the forget tokens still above the margin
-  over the last ``stop_window_steps`` steps, one epoch by default (:mod:`alter.train.forget_window`);
+- forget probability (``stop_forget_probability``, on by default): the mean teacher-forced
+  probability of the forget answers the last ``stop_probability_steps`` steps trained on, read
+  from the training forward itself (no extra pass);
+- hinge count (``stop_when_forgotten``, off by default, the default before): the forget tokens still
+  above the margin over the last ``stop_window_steps`` steps, one epoch by default
+  (:mod:`alter.train.forget_window`);
 - answer overlap (``stop_answer_overlap``, off by default): greedy answers to a sample of forget
   questions, checked every ``stop_check_every`` steps (:mod:`alter.train.answer_stop`).
 
-Phase II ends at the first step where either rule fires, never before ``phase2_min_steps``.
+Phase II ends at the first step where any rule fires, never before ``phase2_min_steps``.
 """
 
 from __future__ import annotations
@@ -21,63 +25,88 @@ from alter.train.forget_window import ForgetWindow
 
 
 class EarlyStop:
-    """Both rules for one phase II run; :meth:`build` returns None when both are off."""
+    """The rules for one phase II run; :meth:`build` returns None when all are off."""
 
     def __init__(self, config: AlterConfig, window: Optional[ForgetWindow], answers: Optional[AnswerOverlapStop],
-                 accelerator=None):
+                 accelerator=None, probability: Optional[ForgetWindow] = None):
         self.config, self.window, self.answers, self.accelerator = config, window, answers, accelerator
+        self.probability = probability
 
     @classmethod
     def build(cls, config: AlterConfig, tokenizer, forget_examples: Sequence[Any], plan: List[List[int]],
               is_forget, window_state: Optional[dict] = None, accelerator=None) -> Optional["EarlyStop"]:
         """``plan``: phase II's batches of item indices; ``is_forget(i)`` tells a forget item, whose
-        example is ``forget_examples[i]``; ``window_state``: the hinge window saved in a checkpoint."""
+        example is ``forget_examples[i]``; ``window_state``: the windows saved in a checkpoint."""
         if not config.lambda_forget:
             return None
         trained = sorted({i for chunk in plan for i in chunk if is_forget(i)})
-        window = answers = None
+        window = answers = probability = None
+        state = window_state or {}
         if config.stop_when_forgotten >= 0:
             size = int(config.stop_window_steps)
             if size == 0:  # one epoch of forget batches
                 per_step = max(1, sum(1 for i in plan[0] if is_forget(i))) if plan else 1
                 size = max(1, math.ceil(len(trained) / per_step))
             window = ForgetWindow(size)
-            window.load(window_state)
+            window.load(state.get("hinge", state))   # checkpoints before the probability rule saved the hinge's alone
+        if config.stop_forget_probability >= 0:
+            probability = ForgetWindow(int(config.stop_probability_steps))
+            probability.load(state.get("probability"))
         if config.stop_answer_overlap >= 0 and trained:
             answers = AnswerOverlapStop(tokenizer, [forget_examples[i] for i in trained],
                                         n=config.stop_check_questions, threshold=config.stop_answer_overlap,
                                         every=config.stop_check_every, min_step=max(1, config.phase2_min_steps),
                                         seed=config.seed, system_prompt=config.system_prompt)
-        if window is None and answers is None:
+        if window is None and answers is None and probability is None:
             return None
-        return cls(config, window, answers, accelerator)
+        return cls(config, window, answers, accelerator, probability)
 
     def update(self, step: int, out: Dict[str, torch.Tensor], model) -> bool:
         """After optimiser step ``step`` (1-based) with that step's loss dict ``out``: stop now?"""
         hinge = self.window is not None and self._hinge_forgotten(out)
+        probable = self.probability is not None and self._probability_low(out)
         if step < self.config.phase2_min_steps:
             return False
-        if hinge:
+        if hinge or probable:
             return True
         return self.answers is not None and self.answers.due(step) and self.answers.forgotten(model)
 
-    def _hinge_forgotten(self, out: Dict[str, torch.Tensor]) -> bool:
-        counts = torch.stack([out["forget_violating"].detach().long().cpu(),
-                              out["forget_tokens"].detach().long().cpu()])
+    def _reduced(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over processes (every process must take the same decision), on the CPU."""
         acc = self.accelerator
-        if acc is not None and acc.num_processes > 1:  # every process must take the same decision
-            counts = acc.reduce(counts.to(acc.device), reduction="sum").cpu()
+        if acc is not None and acc.num_processes > 1:
+            values = acc.reduce(values.to(acc.device), reduction="sum")
+        return values.cpu()
+
+    def _hinge_forgotten(self, out: Dict[str, torch.Tensor]) -> bool:
+        counts = self._reduced(torch.stack([out["forget_violating"].detach().long(),
+                                            out["forget_tokens"].detach().long()]).cpu())
         self.window.add(int(counts[0]), int(counts[1]))
         return self.window.full() and self.window.fraction() <= self.config.stop_when_forgotten
+
+    def _probability_low(self, out: Dict[str, torch.Tensor]) -> bool:
+        nll, count = out["forget_answer_nll"].detach().double().cpu()    # [2, rows]: summed NLL, tokens
+        has = count > 0
+        probs = torch.exp(-nll[has] / count[has])
+        sums = self._reduced(torch.stack([probs.sum(), probs.new_tensor(float(has.sum()))]))
+        self.probability.add(float(sums[0]), int(sums[1]))
+        return self.probability.full() and self.probability.fraction() <= self.config.stop_forget_probability
 
     def log_values(self) -> Dict[str, float]:
         values = {}
         if self.window is not None:
             values["violating"] = self.window.fraction()
+        if self.probability is not None:
+            values["forget_probability"] = self.probability.fraction()
         if self.answers is not None and self.answers.last is not None:
             values["answer_overlap"] = self.answers.last
         return values
 
     def state(self) -> Optional[dict]:
-        """What a checkpoint keeps (the hinge window; the answer check needs nothing)."""
-        return self.window.state() if self.window is not None else None
+        """What a checkpoint keeps (the windows; the answer check needs nothing)."""
+        state = {}
+        if self.window is not None:
+            state["hinge"] = self.window.state()
+        if self.probability is not None:
+            state["probability"] = self.probability.state()
+        return state or None

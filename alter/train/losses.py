@@ -119,8 +119,24 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
         parts["route"] = route_loss
         total = total + lambda_route * route_loss
     out = {k: v.detach() for k, v in parts.items()}
+    out["forget_answer_nll"] = _row_answer_nll(lg.detach(), lb, row, forget & answer, logits.shape[0])
     out["loss"] = total
     out["forget_tokens"] = (forget & ~high & hinge_rows).sum()
     out["forget_violating"] = violating
     out["high_tokens"] = high.sum()
+    return out
+
+
+def _row_answer_nll(lg: torch.Tensor, lb: torch.Tensor, row: torch.Tensor, sel: torch.Tensor,
+                    n_rows: int) -> torch.Tensor:
+    """Per row, the summed NLL of its answer tokens among ``sel`` and their count, ``[2, n_rows]``
+    float32, no grad: ``exp(-sum / count)`` is TOFU's per-item probability (teacher-forced, EOS
+    included), which the phase II stop on the forget answers' probability reads (docs/method.md §4).
+    Rows with no selected token have count 0. No host sync."""
+    z = lg.float()
+    nll = torch.logsumexp(z, dim=-1) - z.gather(1, lb.clamp_min(0)[:, None]).squeeze(1)
+    w = sel.to(nll.dtype)
+    out = nll.new_zeros(2, n_rows)
+    out[0].index_add_(0, row, nll * w)   # every position, weighted: no boolean indexing, no sync
+    out[1].index_add_(0, row, w)
     return out

@@ -9,10 +9,10 @@
 3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
    through the inference gates (their domain's router logits); the hinge pushes their low-entropy
    content tokens and the structural KL (against kept top-k base targets) holds every other
-   position; only the forget experts train; phase II ends early once at most half of an epoch's
-   forget tokens are above the margin (``stop_when_forgotten``; or, as an option, once generated
-   forget answers overlap the true ones little: ``stop_answer_overlap``), never before
-   ``phase2_min_steps`` (alter/train/early_stop.py). With
+   position; only the forget experts train; phase II ends early once the forget answers the last
+   steps trained on have a mean probability of at most ``stop_forget_probability`` (or, as options,
+   on the hinge's count, ``stop_when_forgotten``, or on generated answers, ``stop_answer_overlap``),
+   never before ``phase2_min_steps`` (alter/train/early_stop.py). With
    ``router="token"`` (the paper's routers) phase II is teacher-forced by domain and adds retain
    examples (their cross-entropy) and the routers' domain cross-entropy.
 
@@ -433,7 +433,7 @@ class AlterTrainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             global_step += 1
-            # the stop rules run every step (the hinge window needs every step's counts) but end phase II no
+            # the stop rules run every step (their windows need every step's values) but end phase II no
             # earlier than phase2_min_steps: the demo's 15 steps stopped at step 8 with half-formed answers
             stopped = stop is not None and stop.update(step + 1, out, self.model)
             for k, v in out.items():
