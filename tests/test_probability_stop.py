@@ -7,26 +7,14 @@ import pytest
 import torch
 
 import alter
-from alter.data.schema import QAExample
 from alter.eval.evaluators import evaluate_qa
-from alter.train import AlterTrainer
 from alter.train.early_stop import EarlyStop
 from alter.train.losses import phase2_losses
 from tests.helpers import make_tiny_llama
+from tests.test_answer_stop import FORGET, _trainer
 
-FORGET = [QAExample(f"Where does zorblat {i} live?", f"zorblat {i} lives in the city of Qwex.", domain="forget")
-          for i in range(4)]
-RETAIN = [QAExample(f"What colour is the sky on day {i}?", "The sky is blue.") for i in range(4)]
-
-
-def _trainer(tok, tmp_path=None, **kw):
-    torch.manual_seed(0)
-    # the hinge-count rule off, so that only the probability rule can stop phase II
-    cfg = dict(batch_size=2, phase1_epochs=0, phase2_epochs=3, lr_phase2=1e-2, phase2_min_steps=0,
-               stop_when_forgotten=-1.0)
-    cfg.update(kw)
-    return AlterTrainer(make_tiny_llama(len(tok)), tok, alter.AlterConfig(**cfg), FORGET, RETAIN,
-                        output_dir=tmp_path, progress=False)
+# the forget / retain rows and the trainer of the answer-check tests: every stop rule off unless a test turns
+# one on (each test here sets stop_forget_probability)
 
 
 @pytest.mark.parametrize("struct_tokens", ["non_hinge", "answer"])
@@ -91,6 +79,10 @@ def test_checkpoint_state_keeps_both_windows_and_reads_the_old_hinge_only_form()
     assert again.state() == stop.state()
     old = EarlyStop.build(cfg, None, FORGET, plan, is_forget, window_state=stop.state()["hinge"])
     assert old.window.counts == [[2, 5]] and old.probability.counts == []
+    # steps without any forget answer (count 0) never stop phase II, however low the threshold is met
+    empty = EarlyStop.build(alter.AlterConfig(stop_probability_steps=1, phase2_min_steps=0), None, FORGET, plan,
+                            is_forget)
+    assert not empty.update(1, {"forget_answer_nll": torch.zeros(2, 2)}, None)
 
 
 def test_the_settings_are_checked():

@@ -90,7 +90,9 @@ class EarlyStop:
         probs = torch.exp(-nll[has] / count[has])
         sums = self._reduced(torch.stack([probs.sum(), probs.new_tensor(float(has.sum()))]))
         self.probability.add(float(sums[0]), int(sums[1]))
-        return self.probability.full() and self.probability.fraction() <= self.config.stop_forget_probability
+        seen = sum(n for _, n in self.probability.counts)    # a window without forget answers decides nothing
+        low = self.probability.fraction() <= self.config.stop_forget_probability
+        return self.probability.full() and seen > 0 and low
 
     def log_values(self) -> Dict[str, float]:
         values = {}
