@@ -79,8 +79,9 @@ class EarlyStop:
         return values.cpu()
 
     def _hinge_forgotten(self, out: Dict[str, torch.Tensor]) -> bool:
-        counts = self._reduced(torch.stack([out["forget_violating"].detach().long(),
-                                            out["forget_tokens"].detach().long()]).cpu())
+        # each to the CPU first: the violation count is a CPU zero when no hinge token was in the batch
+        counts = self._reduced(torch.stack([out["forget_violating"].detach().long().cpu(),
+                                            out["forget_tokens"].detach().long().cpu()]))
         self.window.add(int(counts[0]), int(counts[1]))
         return self.window.full() and self.window.fraction() <= self.config.stop_when_forgotten
 
