@@ -319,10 +319,16 @@ class AlterLinear(nn.Module):
     def _train_gates(self, x2, lead, ent, domain):
         E = self.num_experts
         N = x2.shape[0]
-        if isinstance(domain, int):
-            domain = torch.full((N,), domain, dtype=torch.long, device=x2.device)
-        domain = torch.as_tensor(domain, device=x2.device)
-        if domain.is_floating_point():
+        if isinstance(domain, int):     # one expert for every token: checked here, no tensor to read
+            if not 0 <= domain < E:
+                raise ValueError(f"domain indices must be in [0, {E}), got {domain}")
+            ids = torch.full((N,), domain, dtype=torch.long, device=x2.device)
+            domain = None
+        else:
+            domain = torch.as_tensor(domain, device=x2.device)
+        if domain is None:
+            gates = F.one_hot(ids, E).to(x2.dtype)
+        elif domain.is_floating_point():
             if domain.shape[-1] != E:
                 raise ValueError(f"a gate distribution passed as domain must end in E={E} experts, got shape "
                                  f"{tuple(domain.shape)}")

@@ -194,9 +194,9 @@ class QuestionRouter(nn.Module):
         B = domain.shape[0]
         u = torch.full((B, num_domains), EXCLUDED, device=domain.device)
         u[:, 0] = 0.0
-        rows = (domain > 0).nonzero().squeeze(1)
-        u[rows, domain[rows]] = strength[rows].to(u.dtype)
-        return u
+        cols = torch.arange(num_domains, device=domain.device)
+        hit = (cols[None, :] == domain[:, None]) & (domain[:, None] > 0)       # no nonzero(): no host sync
+        return torch.where(hit, strength.to(u.dtype)[:, None], u)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, features: Sequence[torch.Tensor], domains: Sequence[int], max_bank: int = 50000,

@@ -12,12 +12,13 @@ from __future__ import annotations
 from alter_kernels._backend import BACKENDS, cpp_available, requested_backend, triton_available, use_backend
 from alter_kernels.ops.asym_lora import alter_linear_inference, asym_lora, fused_alter_linear
 from alter_kernels.ops.entropy import linear_tsallis_entropy, tsallis_entropy
-from alter_kernels.ops.hinge import hinge_forget_loss
+from alter_kernels.ops.hinge import hinge_forget_loss, hinge_forget_rows
 from alter_kernels.ops.routing import ROUTE_MODES, route
 from alter_kernels.reference import (
     EntropyStats,
     asym_lora_reference,
     hinge_forget_loss_reference,
+    hinge_forget_rows_reference,
     route_reference,
     tsallis_entropy_reference,
 )
@@ -33,6 +34,8 @@ __all__ = [
     "fused_alter_linear",
     "hinge_forget_loss",
     "hinge_forget_loss_reference",
+    "hinge_forget_rows",
+    "hinge_forget_rows_reference",
     "linear_tsallis_entropy",
     "requested_backend",
     "route",

@@ -26,14 +26,14 @@ class HostSync(AssertionError):
     """A tensor-to-Python conversion (a host sync on GPU) made by ALTER's own code."""
 
 
-def _caller_is_ours() -> bool:
+def _caller_is_ours(allowed=()) -> bool:
     name = sys._getframe(2).f_code.co_filename
-    return name.startswith(OURS) and not name.startswith(CPU_ONLY)
+    return name.startswith(OURS) and not name.startswith(CPU_ONLY) and name not in allowed
 
 
-def _guarded(name, original, when=None):
+def _guarded(name, original, when=None, allowed=()):
     def wrapper(self, *args, **kwargs):
-        if _caller_is_ours() and (when is None or when(self, *args)):
+        if _caller_is_ours(allowed) and (when is None or when(self, *args)):
             code = sys._getframe(1)
             raise HostSync(f"host sync: Tensor.{name} called from {code.f_code.co_filename}:{code.f_lineno}")
         return original(self, *args, **kwargs)
@@ -46,12 +46,15 @@ def _bool_index(self, index, *rest):
 
 
 @contextlib.contextmanager
-def no_host_sync():
-    """Within the block, ALTER's code may not convert tensors to Python or index by a boolean mask."""
-    patches = {name: _guarded(name, getattr(torch.Tensor, name))
+def no_host_sync(allow=()):
+    """Within the block, ALTER's code may not convert tensors to Python or index by a boolean mask,
+    except in the files ``allow`` names (paths relative to the repository root)."""
+    allowed = tuple(str(ROOT / a) for a in allow)
+    patches = {name: _guarded(name, getattr(torch.Tensor, name), allowed=allowed)
                for name in ("__bool__", "item", "__int__", "__float__", "__index__", "tolist", "nonzero",
                             "masked_select", "unique")}
-    patches["__getitem__"] = _guarded("__getitem__ (boolean mask)", torch.Tensor.__getitem__, _bool_index)
+    patches["__getitem__"] = _guarded("__getitem__ (boolean mask)", torch.Tensor.__getitem__, _bool_index,
+                                      allowed)
     saved = {name: getattr(torch.Tensor, name) for name in patches}
     try:
         for name, fn in patches.items():

@@ -3,8 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-import alter_kernels
-from alter.train.losses import hinge_violations, phase1_loss, phase2_losses
+from alter.train.losses import phase1_loss, phase2_losses
 
 V = 7
 
@@ -60,15 +59,15 @@ def test_phase1_cross_entropy_on_high_entropy_answer_tokens():
     torch.testing.assert_close(out["loss"], expected)
 
 
-def test_hinge_violations_counts_rows_with_a_positive_hinge():
-    logits = torch.tensor([[3.0, 1.0, 0.0],     # y=0 above the runner-up by 2: 2 + 1 > 0, violates
-                           [0.0, 2.0, 0.5],     # y=0 below by 2: -2 + 1 < 0, pushed down
-                           [1.0, 1.5, 0.0],     # y=0 below by 0.5 only: -0.5 + 1 > 0, violates
-                           [0.0, 1.0, 0.0]])    # y=2 below by exactly 1: hinge 0, pushed down
-    labels = torch.tensor([0, 0, 0, 2])
-    assert int(hinge_violations(logits, labels, 1.0)) == 2
-    per_row = torch.stack([alter_kernels.hinge_forget_loss(logits[i:i + 1], labels[i:i + 1], 1.0) for i in range(4)])
-    assert int(hinge_violations(logits, labels, 1.0)) == int((per_row > 0).sum())
+def test_the_hinge_count_is_the_hinge_rows_with_a_positive_hinge():
+    logits, base, labels, mask, ent = _batch()
+    for push in (0.0, 10.0):            # the only hinge row (row 0, t = 3, label 2) below / far above the margin
+        with torch.no_grad():
+            logits[0, 3, 2] = logits[0, 3].max() + push if push else logits[0, 3].min() - 5
+        out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0,
+                            lambda_forget=1.0, lambda_retain=1.0, lambda_struct=1.0, attention_mask=mask,
+                            struct_tokens="non_hinge")
+        assert int(out["forget_tokens"]) == 1 and int(out["forget_violating"]) == (1 if push else 0)
 
 
 def test_non_hinge_kl_covers_every_position_the_hinge_does_not_push():
@@ -90,7 +89,7 @@ def test_content_mask_keeps_the_hinge_off_function_words():
     out = phase2_losses(logits, base, labels, ent, 0.5, torch.tensor([True, False]), margin=1.0, lambda_forget=1.0,
                         lambda_retain=0.0, lambda_struct=0.0, attention_mask=mask, struct_tokens="all",
                         content=content)
-    assert "forget" not in out and int(out["forget_tokens"]) == 0
+    assert float(out["forget"]) == 0.0 and int(out["forget_tokens"]) == 0
 
 
 def test_content_flags_mark_words_that_carry_the_fact():

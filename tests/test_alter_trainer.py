@@ -410,3 +410,14 @@ def test_training_on_a_bfloat16_base_keeps_float32_adapters(tiny_tokenizer):
     enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
     out = trained.generate(**enc, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == enc.input_ids.shape[1] + 3
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused_before_training(tiny_tokenizer):
+    torch.manual_seed(0)
+    small = make_tiny_llama(len(tiny_tokenizer) - 5)        # the tokenizer's last ids are outside the model
+    ex = [QAExample(f"Who is {n}?", f"{n} paints blue owls.", domain="forget") for n in ["Ana", "Bo"]]
+    ids = [i for e in ex for i in tiny_tokenizer(e.question + e.answer)["input_ids"]]
+    assert max(ids) >= len(tiny_tokenizer) - 5, "the test needs an id the small model lacks"
+    tr = AlterTrainer(small, tiny_tokenizer, _config(), ex, RETAIN[:2], progress=False)
+    with pytest.raises(ValueError, match="tokenizer does not belong to this model"):
+        tr.prepare()

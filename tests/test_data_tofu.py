@@ -6,7 +6,7 @@ import pytest
 
 from alter.compare.settings import TOFU, CompareSettings
 from alter.compare.worker import build_data
-from alter.data.tofu import load_tofu, reword, reworded
+from alter.data.tofu import load_tofu, reword
 
 
 def _write_tofu(root, authors=(0, 1, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190, 191, 192, 193, 194),

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import alter
 from alter.train import AlterTrainer
-from alter.train.kl_targets import top_k_kl, top_k_targets
+from alter.train.kl_targets import linear_top_k_targets, top_k_kl, top_k_targets
 from tests.helpers import make_tiny_llama
 from tests.test_alter_trainer import FORGET, RETAIN
 
@@ -57,7 +57,8 @@ def test_top_k_kl_stays_finite_when_the_model_puts_all_mass_on_the_top_k():
 
 def test_phase_two_with_kept_targets_computes_each_example_once_and_matches_the_exact_kl(tiny_tokenizer):
     """With k covering the vocabulary, the kept-target KL is the exact KL: the first step's loss
-    equals the per-step base pass's; the targets are computed once per example, not per step."""
+    equals the per-step base pass's; the targets come from the entropy pass of ``prepare`` (chunked
+    through the LM head), so phase II runs no base pass at all."""
     forget, retain = FORGET, RETAIN
     losses, calls = {}, {}
     for k in (0, 103):
@@ -67,6 +68,7 @@ def test_phase_two_with_kept_targets_computes_each_example_once_and_matches_the_
                                 struct_kl_top_k=k, forget_domains=sorted({ex.domain for ex in FORGET}))
         tr = AlterTrainer(model, tiny_tokenizer, cfg, forget, retain, progress=False)
         wrapped = tr.prepare()
+        assert all((it.kl_targets is not None) == (k > 0) for it in tr.items)
         n_calls = [0]
         real = wrapped.base_forward
 
@@ -83,4 +85,14 @@ def test_phase_two_with_kept_targets_computes_each_example_once_and_matches_the_
         steps = len(seen)
     torch.testing.assert_close(losses[103], losses[0], rtol=1e-4, atol=1e-6)
     assert calls[0] == steps                                   # exact: one base pass per step
-    assert calls[103] == -(-len(forget) // AlterTrainer._batch_size_eval(tr))   # kept: one per example batch
+    assert calls[103] == 0                                     # kept: made in prepare's entropy pass
+
+
+def test_targets_through_the_lm_head_in_chunks_equal_the_targets_of_the_logits():
+    torch.manual_seed(0)
+    hidden, head = torch.randn(3, 5, 8), torch.nn.Linear(8, 1 << 19)     # 8 rows per chunk: 2 chunks
+    ids, log_p = linear_top_k_targets(hidden, head.weight, 6, bias=head.bias)
+    ref_ids, ref_log_p = top_k_targets(head(hidden), 6)
+    assert ids.shape == (3, 5, 6) and log_p.shape == (3, 5, 7)
+    torch.testing.assert_close(ids, ref_ids)
+    torch.testing.assert_close(log_p, ref_log_p)

@@ -54,3 +54,29 @@ def test_wrapped_model_step_with_question_routing_makes_no_host_sync():
         out = w(enc.input_ids, attention_mask=enc.attention_mask, entropy=ent, router_logits=u)
         out.logits.float().logsumexp(-1).mean().backward()
     assert all(p.grad is not None for layer in w.adapter_layers().values() for p in layer.lora_B[1:])
+
+
+@pytest.mark.parametrize("rules", [{}, {"stop_when_forgotten": 0.0}])
+def test_each_training_step_makes_one_host_transfer_and_no_other_sync(tiny_tokenizer, monkeypatch, rules):
+    # the whole phase I and phase II loops (forward, losses, backward, optimizer, stop rules, logging) under
+    # the guard, at the defaults (question router, top-k KL, probability stop) and with the hinge-count stop;
+    # the one place allowed to read the device is the step's single batched transfer
+    from alter.train import trainer as trainer_module
+    from alter.train.kl_targets import ensure_targets
+    from tests.test_answer_stop import _trainer
+
+    tr = _trainer(tiny_tokenizer, phase1_epochs=1, stop_forget_probability=0.05, **rules)
+    model = tr.prepare()
+    plans = tr._phase_plans()
+    ensure_targets(model, tr.items, tr._pad(), tr.config.struct_kl_top_k, 4)    # once, before phase II
+    calls = []
+    real = trainer_module.step_values
+    monkeypatch.setattr(trainer_module, "step_values", lambda out, acc=None: calls.append(1) or real(out, acc))
+    forget_b = [layer.lora_B[1] for layer in model.adapter_layers().values()]
+    before = [b.detach().clone() for b in forget_b]
+    with no_host_sync(allow=["alter/train/step_values.py"]):
+        tr._run_phase("phase1", plans["phase1"], 0, 0)
+        tr._run_phase("phase2", plans["phase2"], 0, 0)
+    steps = len(plans["phase1"]) + tr.report.phases["phase2"]["steps"]
+    assert len(calls) == steps and tr.report.phases["phase2"]["steps"] > 0
+    assert any(not torch.equal(b, b0) for b, b0 in zip(forget_b, before))     # phase II trained the forget expert

@@ -9,6 +9,7 @@ import torch
 import alter
 from alter.eval.evaluators import evaluate_qa
 from alter.train.early_stop import EarlyStop
+from alter.train.step_values import step_values
 from alter.train.losses import phase2_losses
 from tests.helpers import make_tiny_llama
 from tests.test_answer_stop import FORGET, _trainer
@@ -73,7 +74,7 @@ def test_checkpoint_state_keeps_both_windows_and_reads_the_old_hinge_only_form()
     stop = EarlyStop.build(cfg, None, FORGET, plan, is_forget)
     out = {"forget_violating": torch.tensor(2), "forget_tokens": torch.tensor(5),
            "forget_answer_nll": torch.tensor([[math.log(4.0) * 3, math.log(2.0) * 2], [3.0, 2.0]])}
-    assert not stop.update(1, out, None)
+    assert not stop.update(1, step_values(out), None)
     assert stop.log_values() == {"violating": 0.4, "forget_probability": pytest.approx((0.25 + 0.5) / 2)}
     again = EarlyStop.build(cfg, None, FORGET, plan, is_forget, window_state=json.loads(json.dumps(stop.state())))
     assert again.state() == stop.state()
@@ -82,7 +83,7 @@ def test_checkpoint_state_keeps_both_windows_and_reads_the_old_hinge_only_form()
     # steps without any forget answer (count 0) never stop phase II, however low the threshold is met
     empty = EarlyStop.build(alter.AlterConfig(stop_probability_steps=1, phase2_min_steps=0), None, FORGET, plan,
                             is_forget)
-    assert not empty.update(1, {"forget_answer_nll": torch.zeros(2, 2)}, None)
+    assert not empty.update(1, step_values({"forget_answer_nll": torch.zeros(2, 2)}), None)
 
 
 def test_the_settings_are_checked():

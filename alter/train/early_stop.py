@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-
 from alter.config import AlterConfig
 from alter.train.answer_stop import AnswerOverlapStop
 from alter.train.forget_window import ForgetWindow
@@ -28,13 +26,12 @@ class EarlyStop:
     """The rules for one phase II run; :meth:`build` returns None when all are off."""
 
     def __init__(self, config: AlterConfig, window: Optional[ForgetWindow], answers: Optional[AnswerOverlapStop],
-                 accelerator=None, probability: Optional[ForgetWindow] = None):
-        self.config, self.window, self.answers, self.accelerator = config, window, answers, accelerator
-        self.probability = probability
+                 probability: Optional[ForgetWindow] = None):
+        self.config, self.window, self.answers, self.probability = config, window, answers, probability
 
     @classmethod
     def build(cls, config: AlterConfig, tokenizer, forget_examples: Sequence[Any], plan: List[List[int]],
-              is_forget, window_state: Optional[dict] = None, accelerator=None) -> Optional["EarlyStop"]:
+              is_forget, window_state: Optional[dict] = None) -> Optional["EarlyStop"]:
         """``plan``: phase II's batches of item indices; ``is_forget(i)`` tells a forget item, whose
         example is ``forget_examples[i]``; ``window_state``: the windows saved in a checkpoint."""
         if not config.lambda_forget:
@@ -59,38 +56,25 @@ class EarlyStop:
                                         seed=config.seed, system_prompt=config.system_prompt)
         if window is None and answers is None and probability is None:
             return None
-        return cls(config, window, answers, accelerator, probability)
+        return cls(config, window, answers, probability)
 
-    def update(self, step: int, out: Dict[str, torch.Tensor], model) -> bool:
-        """After optimiser step ``step`` (1-based) with that step's loss dict ``out``: stop now?"""
-        hinge = self.window is not None and self._hinge_forgotten(out)
-        probable = self.probability is not None and self._probability_low(out)
+    def update(self, step: int, values: Dict[str, float], model) -> bool:
+        """After optimiser step ``step`` (1-based), with that step's host values ``values`` (from
+        :func:`alter.train.step_values.step_values`, summed over processes): stop now?"""
+        hinge = self.window is not None and self._hinge_forgotten(values)
+        probable = self.probability is not None and self._probability_low(values)
         if step < self.config.phase2_min_steps:
             return False
         if hinge or probable:
             return True
         return self.answers is not None and self.answers.due(step) and self.answers.forgotten(model)
 
-    def _reduced(self, values: torch.Tensor) -> torch.Tensor:
-        """``values`` summed over processes (every process must take the same decision), on the CPU."""
-        acc = self.accelerator
-        if acc is not None and acc.num_processes > 1:
-            values = acc.reduce(values.to(acc.device), reduction="sum")
-        return values.cpu()
-
-    def _hinge_forgotten(self, out: Dict[str, torch.Tensor]) -> bool:
-        # each to the CPU first: the violation count is a CPU zero when no hinge token was in the batch
-        counts = self._reduced(torch.stack([out["forget_violating"].detach().long().cpu(),
-                                            out["forget_tokens"].detach().long().cpu()]))
-        self.window.add(int(counts[0]), int(counts[1]))
+    def _hinge_forgotten(self, values: Dict[str, float]) -> bool:
+        self.window.add(int(values["forget_violating"]), int(values["forget_tokens"]))
         return self.window.full() and self.window.fraction() <= self.config.stop_when_forgotten
 
-    def _probability_low(self, out: Dict[str, torch.Tensor]) -> bool:
-        nll, count = out["forget_answer_nll"].detach().double().cpu()    # [2, rows]: summed NLL, tokens
-        has = count > 0
-        probs = torch.exp(-nll[has] / count[has])
-        sums = self._reduced(torch.stack([probs.sum(), probs.new_tensor(float(has.sum()))]))
-        self.probability.add(float(sums[0]), int(sums[1]))
+    def _probability_low(self, values: Dict[str, float]) -> bool:
+        self.probability.add(float(values["forget_probability_sum"]), int(values["forget_rows"]))
         seen = sum(n for _, n in self.probability.counts)    # a window without forget answers decides nothing
         low = self.probability.fraction() <= self.config.stop_forget_probability
         return self.probability.full() and seen > 0 and low

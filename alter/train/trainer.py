@@ -1,8 +1,9 @@
 """The two-phase ALTER trainer (docs/method.md §4), through ``accelerate``.
 
 1. Preparation: forget sub-domains (data labels or ``auto:K``), wrapping, tokenisation, one
-   no-grad base pass that gives every token's entropy (kept per example: the base model never
-   changes), theta ("auto" = Otsu over the answer tokens), optional centroid init of routers.
+   no-grad base pass that gives every token's entropy and phase II's top-k KL targets (kept per
+   example: the base model never changes), theta ("auto" = Otsu over the answer tokens), optional
+   centroid init of routers.
 2. Phase I (off by default, ``phase1_epochs=0``): A and the retain expert learn the high-entropy
    answer tokens of D_R ∪ D_F (cross-entropy); every token is routed to the retain expert; on
    low-entropy tokens neither A nor B_R receives gradient.
@@ -44,9 +45,10 @@ from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.early_stop import EarlyStop
-from alter.train.kl_targets import ensure_targets
+from alter.train.kl_targets import ensure_targets, linear_top_k_targets, top_k_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
+from alter.train.step_values import step_values
 
 
 @dataclass
@@ -176,6 +178,7 @@ class AlterTrainer:
                 forget_ids.append(model.domain_index(d))
         self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
                                   system_prompt=cfg.system_prompt, max_length=cfg.max_length)
+        self._check_token_ids(model)
         if not cfg.token_entropy:                # AsymLoRA ablation: every token counts as low entropy
             for it in self.items:
                 it.position_entropy = torch.zeros(len(it.encoded.input_ids))
@@ -195,6 +198,17 @@ class AlterTrainer:
             centroid_init_routers(model, self.items, theta, self._pad(), self._batch_size_eval())
         return model
 
+    def _check_token_ids(self, model: AlterModel) -> None:
+        """Every token id inside the model's vocabulary, checked once here on the host: the step's losses
+        index the logits by label without reading them back (no host sync)."""
+        out = model.model.get_output_embeddings()
+        vocab = getattr(out, "out_features", None) or model.model.config.vocab_size
+        for it in self.items:
+            top = max(it.encoded.input_ids)
+            if top >= vocab:
+                raise ValueError(f"the tokenizer gave token id {top}, but the model's vocabulary has {vocab} "
+                                 "entries: the tokenizer does not belong to this model")
+
     def _base_entropy_pass(self) -> torch.Tensor:
         """Entropy at every position of every item (no grad, adapters off); returns the answer tokens'.
 
@@ -212,9 +226,11 @@ class AlterTrainer:
             batch = collate_items([self.items[i] for i in idx], self._pad())
             ids = batch["input_ids"].to(model.device)
             mask = batch["attention_mask"].to(model.device)
-            ent, feats = model.routing_inputs(ids, mask) if fit_router else (model.position_entropy(ids, mask), None)
-            ent = ent.float().cpu()
-            if feats is not None:                    # the router matches prompt tokens (what generate sees)
+            hidden, logits, feats, _ = model.base_prompt_pass(ids, mask)
+            ent = model._entropy_of(hidden, logits, mask).float().cpu()
+            if self._kl_top_k():     # phase II's KL targets from the same pass (no second base pass per example)
+                self._keep_kl_targets([self.items[i] for i in idx], hidden, logits)
+            if fit_router and feats is not None:     # the router matches prompt tokens (what generate sees)
                 for j, i in enumerate(idx):
                     features[i] = feats[j, :self.items[i].encoded.prompt_length].float().cpu()
             if need_entropy:
@@ -231,6 +247,19 @@ class AlterTrainer:
             sel = labels[1:] != IGNORE_INDEX
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
+
+    def _keep_kl_targets(self, items: List[TrainItem], hidden: Optional[torch.Tensor],
+                         logits: Optional[torch.Tensor]) -> None:
+        """Each item's base top-k targets (docs/method.md §4) from a base pass over its batch."""
+        k = self.config.struct_kl_top_k
+        if hidden is not None:
+            head = self.model._plain_lm_head()
+            ids, log_p = linear_top_k_targets(hidden, head.weight, k, bias=head.bias)
+        else:
+            ids, log_p = top_k_targets(logits, k)
+        for j, it in enumerate(items):
+            n = len(it.encoded.input_ids)
+            it.kl_targets = (ids[j, :n].to(torch.int32).cpu(), log_p[j, :n].cpu())
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
         """Banks and threshold from the training prompts; each forget item's held-out strength.
@@ -324,8 +353,8 @@ class AlterTrainer:
         token_ent = shift_entropy(pos_ent, mask) if cfg.token_entropy else pos_ent
         theta = model.theta
         if phase == "phase1":
-            domain = torch.zeros_like(batch["domain"]).to(device)
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain).logits
+            # every row on the retain expert: an int, so no layer reads a domain tensor back (no host sync)
+            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=0).logits
             route = model.state.pop_route_loss()
             out = phase1_loss(logits, labels, pos_ent, theta)
             if route is not None:
@@ -333,21 +362,19 @@ class AlterTrainer:
                 out["loss"] = out["loss"] + cfg.lambda_route * route
             return out
         domain = batch["domain"].to(device)
-        where = (labels[:, 1:] != IGNORE_INDEX) if cfg.struct_tokens == "answer" else mask[:, 1:].bool()
         kl_targets = (batch["kl_ids"], batch["kl_log_p"]) if "kl_ids" in batch else None
-        need_base = kl_targets is None and cfg.lambda_struct > 0 and (
-            cfg.struct_tokens == "non_hinge" or bool((where & is_high(pos_ent[:, :-1], theta)).any()))
+        need_base = kl_targets is None and cfg.lambda_struct > 0
         base_logits = model.base_forward(ids, mask).logits if need_base else None
         if model.question_router is not None:
             # the gates inference gives a question of this domain (its held-out router strength on the
             # high-entropy mix), not a teacher-forced one-hot: phase II trains what runs at inference
             strength = batch["route_strength"].to(device)
-            route_to = domain
-            if bool((domain == 0).any()):        # anchor rows: retain questions sent to a forget expert on purpose
-                K = len(model.domains) - 1
-                spread = 1 + torch.arange(len(domain), device=device) % K
-                route_to = torch.where(domain == 0, spread, domain)
-                strength = torch.where(domain == 0, torch.ones_like(strength), strength)
+            # anchor rows (retain questions in a phase II batch) go to a forget expert on purpose;
+            # written as a where over every row, so the step makes no host sync
+            K = max(1, len(model.domains) - 1)
+            spread = 1 + torch.arange(len(domain), device=device) % K
+            route_to = torch.where(domain == 0, spread, domain)
+            strength = torch.where(domain == 0, torch.ones_like(strength), strength)
             u = QuestionRouter.forced_logits(route_to, strength, len(model.domains))
             logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, router_logits=u).logits
             route = None
@@ -411,8 +438,7 @@ class AlterTrainer:
         if phase == "phase2":
             stop = EarlyStop.build(self.config, self.tokenizer, self.forget, plan,
                                    lambda i: self.items[i].domain_id != 0,
-                                   ckpt.read_progress(resume_from).get("stop_window") if resume_from else None,
-                                   self.accelerator)
+                                   ckpt.read_progress(resume_from).get("stop_window") if resume_from else None)
         if phase == "phase2" and self._kl_top_k():         # the KL's base targets: one base pass per example
             ensure_targets(self.model, [self.items[i] for i in sorted({i for s in plan for i in s})], self._pad(),
                            self.config.struct_kl_top_k, self._batch_size_eval(), self._show_progress())
@@ -421,12 +447,14 @@ class AlterTrainer:
             batch = collate_items([self.items[i] for i in idx], self._pad())
             with self._state_scope(phase, batch):
                 out = self._step(phase, batch, train_model)
-                if not bool(torch.isfinite(out["loss"].detach())):
-                    raise FloatingPointError(
-                        f"ALTER {phase} step {step + 1}: the loss is {float(out['loss'].detach())} (not finite); "
-                        "stopped before the optimizer step, so the last checkpoint and the model hold the last "
-                        "good values")
                 acc.backward(out["loss"] * weight)
+            values = step_values(out, acc)            # the step's one host sync
+            if not math.isfinite(values["loss"]):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"ALTER {phase} step {step + 1}: the loss is {values['loss']} (not finite); "
+                    "stopped before the optimizer step, so the last checkpoint and the model hold the last "
+                    "good values")
             if self.config.max_grad_norm > 0:
                 params = [p for g in optimizer.param_groups for p in g["params"]]
                 acc.clip_grad_norm_(params, self.config.max_grad_norm)
@@ -435,11 +463,8 @@ class AlterTrainer:
             global_step += 1
             # the stop rules run every step (their windows need every step's values) but end phase II no
             # earlier than phase2_min_steps: the demo's 15 steps stopped at step 8 with half-formed answers
-            stopped = stop is not None and stop.update(step + 1, out, self.model)
-            for k, v in out.items():
-                if k != "loss" and v.dim() == 0 and v.is_floating_point():
-                    running[k] = float(v)
-            running["loss"] = float(out["loss"].detach())
+            stopped = stop is not None and stop.update(step + 1, values, self.model)
+            running.update({k: v for k, v in values.items() if k in out and out[k].is_floating_point()})
             if stop is not None:
                 running.update(stop.log_values())
             bar.update(1)

@@ -27,9 +27,12 @@ class HingeForgetLossFunction(torch.autograd.Function):
     def backward(ctx, grad_loss):
         labels, other_index, active, count = ctx.saved_tensors
         grad = torch.zeros(ctx.logits_shape, dtype=ctx.logits_dtype, device=labels.device)
-        rows = active.nonzero().squeeze(1)
-        if rows.numel():
-            step = (grad_loss / count.to(grad_loss.dtype)).to(ctx.logits_dtype)
-            grad[rows, labels[rows].long()] = step
-            grad[rows, other_index[rows]] = -step
+        # dense writes weighted by the active flag: no nonzero() and no host sync; an inactive or
+        # ignored row writes 0 at column 0 (its other_index may be -1), which leaves it zero
+        step = (grad_loss / count.to(grad_loss.dtype)).to(ctx.logits_dtype)
+        value = torch.where(active, step, torch.zeros((), dtype=ctx.logits_dtype, device=labels.device))
+        at_true = torch.where(active, labels.long(), torch.zeros_like(labels, dtype=torch.long))
+        at_other = torch.where(active, other_index, torch.zeros_like(other_index))
+        grad.scatter_(1, at_true[:, None], value[:, None])
+        grad.scatter_(1, at_other[:, None], -value[:, None])
         return grad, None, None, None, None

@@ -6,8 +6,6 @@ Validates the input, then dispatches: Triton (CUDA), the C++ kernel (CPU), or th
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from alter_kernels import _checks

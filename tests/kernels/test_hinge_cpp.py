@@ -166,3 +166,20 @@ def test_hinge_launcher_rejects_bad_labels():
         hinge_forward_cpp(logits, torch.tensor([0, 1]), 1.0, -100)
     with pytest.raises(ValueError, match="logits"):
         hinge_forward_cpp(torch.randn(3, 1), torch.tensor([0, 0, 0]), 1.0, -100)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_hinge_forget_rows_gives_the_kernels_per_row_values_and_runner_up(backend):
+    from alter_kernels.reference import hinge_forget_rows_reference
+
+    logits = distinct_logits(9, 40, torch.float32, seed=3)
+    labels = hinge_labels(logits, seed=3, ignored=(4,))
+    with ak.use_backend(backend):
+        per_row, other = ak.hinge_forget_rows(logits, labels, 1.0)
+    ref_rows, ref_other = hinge_forget_rows_reference(logits, labels, 1.0)
+    torch.testing.assert_close(per_row, ref_rows)
+    assert torch.equal(other, ref_other) and int(other[4]) == -1 and float(per_row[4]) == 0.0
+    assert int((per_row > 0).sum()) > 0                          # some rows active, as hinge_labels makes them
+    torch.testing.assert_close(per_row.sum() / (labels != -100).sum(), ak.hinge_forget_loss(logits, labels, 1.0))
+    with pytest.raises(ValueError, match="labels must be in"):
+        ak.hinge_forget_rows(logits, torch.full_like(labels, 40), 1.0)

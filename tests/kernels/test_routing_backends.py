@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import alter_kernels as ak
-from alter_kernels.reference import route_reference
 
 
 def _route_backends():
