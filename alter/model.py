@@ -193,6 +193,23 @@ class AlterModel(nn.Module):
         hidden, logits, feats, _ = self.base_prompt_pass(input_ids, attention_mask)
         return self._entropy_of(hidden, logits, attention_mask), feats
 
+    def training_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                        kl_top_k: int = 0):
+        """One base pass for training: ``(position entropy [B, T], router features or None, KL targets or
+        None)``; with ``kl_top_k > 0`` the targets are the base's top-k ``(ids [B, T, k], log p [B, T, k+1])``
+        (docs/method.md §4), chunked through the plain LM head like the entropy."""
+        from alter.train.kl_targets import linear_top_k_targets, top_k_targets
+
+        hidden, logits, feats, _ = self.base_prompt_pass(input_ids, attention_mask)
+        targets = None
+        if kl_top_k > 0:
+            if hidden is not None:
+                head = self._plain_lm_head()
+                targets = linear_top_k_targets(hidden, head.weight, kl_top_k, bias=head.bias)
+            else:
+                targets = top_k_targets(logits, kl_top_k)
+        return self._entropy_of(hidden, logits, attention_mask), feats, targets
+
     def question_router_logits(self, features: torch.Tensor,
                                token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``[B, E]`` router logits of each sequence from its base features (see :mod:`alter.question_router`).

@@ -57,12 +57,14 @@ class Phase2Loss(torch.autograd.Function):
         lse = torch.empty(N, dtype=torch.float32, device=dev)
         z_y = torch.empty(N, dtype=torch.float32, device=dev)
         lse_t = torch.zeros(N, dtype=torch.float32, device=dev)
+        z_s = torch.empty(N, kl_ids.shape[1], dtype=torch.float32, device=dev) if use_kl else None
         step = _rows_per_chunk(V)
-        for s in range(0, N, step):
+        for s in range(0, N, step):        # one pass over the logits, chunk by chunk
             zc = z[s:s + step].float()
             lse[s:s + step] = torch.logsumexp(zc, dim=-1)
             z_y[s:s + step] = zc.gather(1, y[s:s + step, None]).squeeze(1)
             if use_kl:
+                z_s[s:s + step] = zc.gather(1, kl_ids[s:s + step])
                 lse_t[s:s + step] = torch.logsumexp(zc.scatter(1, kl_ids[s:s + step], float("-inf")), dim=-1)
         nll = lse - z_y
         zero = torch.zeros((), dtype=torch.float32, device=dev)
@@ -81,7 +83,6 @@ class Phase2Loss(torch.autograd.Function):
         if use_kl:
             lp = kl_log_p.float()
             p = lp.exp()
-            z_s = _gather_rows(z, kl_ids, step)
             log_q = z_s - lse[:, None]
             log_q_t = lse_t - lse
             tail_ok = log_q_t >= TAIL_FLOOR
@@ -132,11 +133,6 @@ class Phase2Loss(torch.autograd.Function):
             g.scatter_add_(1, other[s:e, None].clamp_min(0), -c_h[s:e, None])
             grad[s:e] = g
         return grad, None, None, None, None, None, None, None, None, None, None
-
-
-def _gather_rows(z: torch.Tensor, ids: torch.Tensor, step: int) -> torch.Tensor:
-    """``z.gather(1, ids)`` in float32, chunk by chunk (no float32 copy of all of z)."""
-    return torch.cat([z[s:s + step].gather(1, ids[s:s + step]).float() for s in range(0, z.shape[0], step)])
 
 
 def phase2_model_loss(z: torch.Tensor, labels: torch.Tensor, hinge_w: torch.Tensor, retain_w: torch.Tensor,

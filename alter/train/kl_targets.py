@@ -22,6 +22,7 @@ to the base's values. The tail terms are computed from log-sum-exps, never as ``
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -60,9 +61,7 @@ def _chunked_targets(lead, V: int, k: int, rows, device) -> Tuple[torch.Tensor, 
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(k, V - 1)
-    n = 1
-    for size in lead:
-        n *= size
+    n = math.prod(lead)
     ids = torch.empty(n, k, dtype=torch.long, device=device)
     log_p = torch.empty(n, k + 1, dtype=torch.float32, device=device)
     step = max(1, (1 << 22) // V)                     # ~16 MB of float32 logits at a time
@@ -73,17 +72,17 @@ def _chunked_targets(lead, V: int, k: int, rows, device) -> Tuple[torch.Tensor, 
 
 
 def top_k_kl(logits: torch.Tensor, ids: torch.Tensor, log_p: torch.Tensor, *,
-             weight: Optional[torch.Tensor] = None, lse: Optional[torch.Tensor] = None) -> torch.Tensor:
+             weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean over the M rows (or over the rows where the bool ``weight [M]`` is True; 0 if none) of
     KL_k(p_base || p_model), from the model's ``logits [M, V]`` and the base targets ``ids [M, k]``,
-    ``log_p [M, k + 1]`` (see the module docstring). ``lse [M]``, the rows' log-sum-exp, may be
-    passed when the caller has it. Differentiable in ``logits``; no host sync."""
+    ``log_p [M, k + 1]`` (see the module docstring). Differentiable in ``logits``; no host sync.
+    Through autograd: the trainer takes the same KL in :mod:`alter.train.fused_loss`, and this is its
+    reference in the tests."""
     if logits.dim() != 2 or ids.shape != (logits.shape[0], log_p.shape[1] - 1):
         raise ValueError(f"top_k_kl: logits [M, V], ids [M, k] and log_p [M, k + 1] must agree, got "
                          f"{tuple(logits.shape)}, {tuple(ids.shape)}, {tuple(log_p.shape)}")
     z = logits.float()
-    if lse is None:
-        lse = torch.logsumexp(z, dim=-1)
+    lse = torch.logsumexp(z, dim=-1)
     log_q = z.gather(1, ids) - lse.unsqueeze(1)
     log_q_tail = torch.logsumexp(z.scatter(1, ids, float("-inf")), dim=-1) - lse
     lp = log_p.float()

@@ -45,7 +45,7 @@ from alter.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.early_stop import EarlyStop
-from alter.train.kl_targets import ensure_targets, linear_top_k_targets, top_k_targets
+from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 from alter.train.step_values import step_values
@@ -226,10 +226,10 @@ class AlterTrainer:
             batch = collate_items([self.items[i] for i in idx], self._pad())
             ids = batch["input_ids"].to(model.device)
             mask = batch["attention_mask"].to(model.device)
-            hidden, logits, feats, _ = model.base_prompt_pass(ids, mask)
-            ent = model._entropy_of(hidden, logits, mask).float().cpu()
-            if self._kl_top_k():     # phase II's KL targets from the same pass (no second base pass per example)
-                self._keep_kl_targets([self.items[i] for i in idx], hidden, logits)
+            # phase II's KL targets come from the same pass (no second base pass per example)
+            k = self.config.struct_kl_top_k if self._kl_top_k() else 0
+            ent, feats, targets = model.training_inputs(ids, mask, kl_top_k=k)
+            ent = ent.float().cpu()
             if fit_router and feats is not None:     # the router matches prompt tokens (what generate sees)
                 for j, i in enumerate(idx):
                     features[i] = feats[j, :self.items[i].encoded.prompt_length].float().cpu()
@@ -237,6 +237,8 @@ class AlterTrainer:
                 for j, i in enumerate(idx):
                     n = len(self.items[i].encoded.input_ids)
                     self.items[i].position_entropy = ent[j, :n].clone()
+                    if targets is not None:
+                        self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
         if fit_router:
             self._fit_question_router(features)
         if not need_entropy:
@@ -247,19 +249,6 @@ class AlterTrainer:
             sel = labels[1:] != IGNORE_INDEX
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
-
-    def _keep_kl_targets(self, items: List[TrainItem], hidden: Optional[torch.Tensor],
-                         logits: Optional[torch.Tensor]) -> None:
-        """Each item's base top-k targets (docs/method.md §4) from a base pass over its batch."""
-        k = self.config.struct_kl_top_k
-        if hidden is not None:
-            head = self.model._plain_lm_head()
-            ids, log_p = linear_top_k_targets(hidden, head.weight, k, bias=head.bias)
-        else:
-            ids, log_p = top_k_targets(logits, k)
-        for j, it in enumerate(items):
-            n = len(it.encoded.input_ids)
-            it.kl_targets = (ids[j, :n].to(torch.int32).cpu(), log_p[j, :n].cpu())
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
         """Banks and threshold from the training prompts; each forget item's held-out strength.

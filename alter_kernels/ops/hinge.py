@@ -14,19 +14,14 @@ from alter_kernels.reference import hinge_forget_loss_reference, hinge_forget_ro
 
 
 def hinge_forget_loss(logits: torch.Tensor, labels: torch.Tensor, margin: float = 1.0, *,
-                      ignore_index: int = -100, check_range: bool = True) -> torch.Tensor:
+                      ignore_index: int = -100) -> torch.Tensor:
     """Mean over non-ignored rows of ``max(0, z_y - z_y' + margin)``, y' the best other token.
 
     One pass over each row (no softmax); the gradient is +1/M at z_y and -1/M at z_y' on the
     active rows. ``logits`` ``[N, V]`` (V >= 2), ``labels`` ``[N]`` int64/int32, already aligned
     with the rows (the caller shifts). Returns a 0-dim fp32 tensor (0 when every row is ignored).
-
-    ``check_range=False`` skips the check that every label lies in ``[0, V)``, the one step here
-    that reads tensor values on the host (a sync on GPU): for callers that checked the labels
-    already (ALTER's trainer checks every example once, before training). The C++ kernel checks
-    them anyway.
     """
-    margin = _checked(logits, labels, margin, ignore_index, check_range)
+    margin = _checked(logits, labels, margin, ignore_index, True)
     launcher = _launcher(logits)
     if launcher is None:
         return hinge_forget_loss_reference(logits, labels, margin, ignore_index=ignore_index)
@@ -41,7 +36,10 @@ def hinge_forget_rows(logits: torch.Tensor, labels: torch.Tensor, margin: float 
     ``per_row = max(0, z_y - z_y' + margin)`` and y' the runner-up (first index on ties); 0 and -1
     on ignored rows. For callers that build the gradient themselves (ALTER's fused phase II loss,
     ``alter/train/fused_loss.py``): ``+c`` at y and ``-c`` at y' on the rows with ``per_row > 0``.
-    Inputs and ``check_range`` as in :func:`hinge_forget_loss`.
+    Inputs as in :func:`hinge_forget_loss`. ``check_range=False`` skips the check that every label
+    lies in ``[0, V)``, the one step here that reads tensor values on the host (a sync on GPU): for
+    callers that checked the labels already (ALTER's trainer checks every example once, before
+    training). The C++ kernel checks them anyway.
     """
     margin = _checked(logits, labels, margin, ignore_index, check_range)
     launcher = _launcher(logits)
