@@ -62,13 +62,12 @@ def test_each_training_step_makes_one_host_transfer_and_no_other_sync(tiny_token
     # the guard, at the defaults (question router, top-k KL, probability stop) and with the hinge-count stop;
     # the one place allowed to read the device is the step's single batched transfer
     from alter.train import trainer as trainer_module
-    from alter.train.kl_targets import ensure_targets
     from tests.test_answer_stop import _trainer
 
     tr = _trainer(tiny_tokenizer, phase1_epochs=1, stop_forget_probability=0.05, **rules)
     model = tr.prepare()
     plans = tr._phase_plans()
-    ensure_targets(model, tr.items, tr._pad(), tr.config.struct_kl_top_k, 4)    # once, before phase II
+    assert all(it.kl_targets is not None for it in tr.items)     # made by prepare's base pass, before phase II
     calls = []
     real = trainer_module.step_values
     monkeypatch.setattr(trainer_module, "step_values", lambda out, acc=None: calls.append(1) or real(out, acc))
