@@ -186,8 +186,13 @@ class AlterLinear(nn.Module):
     def forward(self, x: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                 domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         state = self.state
-        if state is not None and not state.enabled:
-            return self.base_layer(x)
+        if state is not None:
+            if not state.enabled:
+                return self.base_layer(x)
+            if state.plan is not None and entropy is None and domain is None and router_logits is None:
+                out = self._forward_on_plan(x, state)
+                if out is not None:
+                    return out
         if x.shape[-1] != self.in_features:
             raise ValueError(f"x must have last dimension {self.in_features}, got shape {tuple(x.shape)}")
         if entropy is None and state is not None:
@@ -222,10 +227,11 @@ class AlterLinear(nn.Module):
         A = self.lora_A
         w, b = self.base_layer.weight, self.base_layer.bias
         same_dtype = A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype)
-        if same_dtype and inference and (self.dropout is None or not self.training):
+        if inference:
             # inference: the experts' expand layout is cached (rebuilt when an expert changes)
-            out = alter_kernels.alter_linear_inference(x2, w, b, A, cache[1], gates, self.scaling)
-            return out.reshape(*lead, self.out_features)
+            run = self._inference_entry(None if state is None else state.inference_entries)[4]
+            if run is not None and x2.dtype == A.dtype:
+                return run(x2, gates).reshape(*lead, self.out_features)
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
         if self.dropout is None and same_dtype:
@@ -236,6 +242,52 @@ class AlterLinear(nn.Module):
                                             a_grad_mask=a_mask, b_grad_mask=b_mask)
             out = self.base_layer(x2) + delta.to(x2.dtype)
         return out.reshape(*lead, self.out_features)
+
+    def _forward_on_plan(self, x: torch.Tensor, state: RoutingState) -> Optional[torch.Tensor]:
+        """The inference forward of a layer after the first in a question-routed forward (a decoded
+        token runs ~210 of these in SmolLM2, so every attribute read here shows in the token's time):
+        the gates are the plan's, so the layer checks that the plan is this forward's and fits its
+        routing parameters, then runs base GEMM + shrink/gate + expand through its prepared entry
+        (:meth:`_inference_entry`). None when the plan does not apply (training, another forward,
+        other routing parameters, a dtype or dropout that needs the general path), which then
+        decides. Same result as the general path (tests/test_layer_plan.py)."""
+        ent_ref, u_ref, plan_lead, key, gates, used = state.plan
+        if (used is None or ent_ref is not state.entropy or u_ref is not state.router_logits
+                or state.domain is not None or torch.is_grad_enabled()):
+            return None
+        kept = state.inference_entries                  # one generate() call: kept from its first token
+        entry = None if kept is None else kept.get(self)
+        entry_key, dtype, device, zero, run = entry if entry is not None else self._inference_entry(kept)
+        if (entry_key != key or x.shape[:-1] != plan_lead or x.dtype != dtype or gates.device != device
+                or run is None):
+            return None
+        if zero is not None and self.adds_nothing(used, zero):
+            return self.base_layer(x)            # every expert this forward uses is exactly zero here
+        out = run(x.reshape(-1, x.shape[-1]), gates)
+        return out.view(*plan_lead, out.shape[-1])
+
+    def _inference_entry(self, kept: Optional[dict]) -> tuple:
+        """``(plan key, dtype, device, zero flags or None, run or None)``: what the inference paths
+        need, read from the parameters. ``kept`` (``RoutingState.inference_entries``, a fresh dict for
+        one ``generate`` call, during which the parameters cannot change) keeps each layer's entry for
+        every token of that call; without it the entry is made per forward. ``run`` is
+        ``alter_kernels.alter_linear_inference_fn`` over the cached expand layout; None when the
+        adapter's dtype or device differs from the base layer's or dropout is active (general path)."""
+        if kept is not None:
+            entry = kept.get(self)
+            if entry is not None:
+                return entry
+        _, B_cat, zero = self._inference_cache()
+        A, base = self.lora_A, self.base_layer
+        w, b = base.weight, base.bias
+        run = None
+        if (A.dtype == w.dtype and (b is None or b.dtype == w.dtype) and A.device == w.device
+                and (self.dropout is None or not self.training)):
+            run = alter_kernels.alter_linear_inference_fn(w, b, A, B_cat, self.scaling)
+        entry = (self._plan_key(), A.dtype, A.device, list(zero) if any(zero) else None, run)
+        if kept is not None:
+            kept[self] = entry
+        return entry
 
     def _plan_key(self) -> tuple:
         theta = self.theta if self.theta is not None else (self.state.theta if self.state is not None else None)

@@ -179,7 +179,8 @@ def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
 
     handle = wrapper.model.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
-        with wrapper.state.scope(domain=None, token_mask=None, entropy=None, router_logits=router_logits):
+        with wrapper.state.scope(domain=None, token_mask=None, entropy=None, router_logits=router_logits,
+                                 inference_entries={}):
             return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     finally:
         handle.remove()
@@ -261,7 +262,7 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
                wrapper.model.register_forward_hook(post_hook, with_kwargs=True)]
     wrapper._generation = session
     try:
-        with wrapper.state.scope(domain=None, token_mask=None, router_logits=router_logits):
+        with wrapper.state.scope(domain=None, token_mask=None, router_logits=router_logits, inference_entries={}):
             return wrapper.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     finally:
         for h in handles:

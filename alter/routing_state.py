@@ -34,6 +34,10 @@ class RoutingState:
     # experts used by any token (inference only, else None)), made by the first question-routed layer
     # and reused by the others (see AlterLinear._shared_gates)
     plan: Optional[tuple] = None
+    # set by generation to a fresh dict for one generate() call, during which the adapter's parameters
+    # cannot change: each layer keeps there what it reads from them, once per call instead of once per
+    # token (AlterLinear._inference_entry)
+    inference_entries: Optional[dict] = None
 
     @contextlib.contextmanager
     def scope(self, **values) -> Iterator["RoutingState"]:

@@ -10,7 +10,7 @@ dispatch live in one module of :mod:`alter_kernels.ops`; this package only re-ex
 from __future__ import annotations
 
 from alter_kernels._backend import BACKENDS, cpp_available, requested_backend, triton_available, use_backend
-from alter_kernels.ops.asym_lora import alter_linear_inference, asym_lora, fused_alter_linear
+from alter_kernels.ops.asym_lora import alter_linear_inference, alter_linear_inference_fn, asym_lora, fused_alter_linear
 from alter_kernels.ops.entropy import linear_tsallis_entropy, tsallis_entropy
 from alter_kernels.ops.hinge import hinge_forget_loss, hinge_forget_rows
 from alter_kernels.ops.routing import ROUTE_MODES, route
@@ -28,6 +28,7 @@ __all__ = [
     "EntropyStats",
     "ROUTE_MODES",
     "alter_linear_inference",
+    "alter_linear_inference_fn",
     "asym_lora",
     "asym_lora_reference",
     "cpp_available",

@@ -299,6 +299,7 @@ def test_question_routed_forward_routes_once_and_shares_the_plan(tiny_tokenizer,
         w(**enc, entropy=ent.clone(), router_logits=u)      # a new forward (new tensors): a new plan
         assert len(calls) == 2
         monkeypatch.setattr(AlterLinear, "_shared_gates", lambda self, *a: None)
+        monkeypatch.setattr(AlterLinear, "_forward_on_plan", lambda self, *a: None)
         per_layer = w(**enc, entropy=ent, router_logits=u).logits
     assert len(calls) == 2 + len(w.adapter_layers())
     torch.testing.assert_close(shared, per_layer)
@@ -318,9 +319,13 @@ def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny
     retain_only = torch.tensor([[0.0, -1e4, -1e4], [0.0, -1e4, -1e4]])
     forget = torch.tensor([[0.0, 2.0, -1e4], [0.0, -1e4, -1e4]])
     adapter_calls = []
-    real = alter_kernels.alter_linear_inference                    # the adapter's no-grad entry
-    monkeypatch.setattr(alter_kernels, "alter_linear_inference",
-                        lambda *a, **k: adapter_calls.append(1) or real(*a, **k))
+    real = alter_kernels.alter_linear_inference_fn                 # the adapter's no-grad entry
+
+    def counted(*a, **k):
+        run = real(*a, **k)
+        return lambda *x: adapter_calls.append(1) or run(*x)
+
+    monkeypatch.setattr(alter_kernels, "alter_linear_inference_fn", counted)
     with torch.no_grad():
         skipped = w(**enc, entropy=ent, router_logits=retain_only).logits
         assert adapter_calls == []
@@ -329,6 +334,6 @@ def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny
         torch.testing.assert_close(skipped, base)
         w(**enc, entropy=ent, router_logits=forget)           # a forget expert in use: the adapter runs
         assert len(adapter_calls) == len(w.adapter_layers())
-        monkeypatch.setattr(AlterLinear, "_inert_under_plan", lambda self, zero: False)
+        monkeypatch.setattr(AlterLinear, "adds_nothing", lambda self, used, zero=None: False)
         computed = w(**enc, entropy=ent.clone(), router_logits=retain_only).logits
     torch.testing.assert_close(skipped, computed)

@@ -20,7 +20,7 @@ import torch
 
 def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """h = x A^T and the gate-scaled copy hg, one block of r columns per expert."""
-    h = torch.mm(x, A.t())
+    h = torch.nn.functional.linear(x, A)
     n, e = gates.shape
     hg = (gates.unsqueeze(2) * h.unsqueeze(1)).reshape(n, e * h.shape[1])
     return h, hg

@@ -110,19 +110,61 @@ def fused_alter_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
 def alter_linear_inference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor,
                            B_cat: torch.Tensor, gates: torch.Tensor, scaling: float) -> torch.Tensor:
     """The no-grad forward of :func:`fused_alter_linear`, with the experts already in their expand
-    layout ``B_cat [d_out, E*r]`` (``B_cat[:, e*r:(e+1)*r] = B_e``).
+    layout ``B_cat [d_out, E*r]`` (``B_cat[:, e*r:(e+1)*r] = B_e``): one base GEMM, one shrink and
+    one expand. Same result as :func:`fused_alter_linear`; no autograd (runs under ``no_grad``).
 
-    For a caller that owns the shapes and keeps ``B_cat`` between calls (``AlterLinear`` at
-    inference): a decoded token costs one base GEMM, one shrink and one expand, without re-stacking
-    the experts or re-validating parameters that cannot have changed shape. Only what the caller
-    passes per call is checked (x's width and the gates' shape). Same result as
-    :func:`fused_alter_linear`.
+    A caller that runs the same weights many times (``AlterLinear`` while it generates) prepares
+    them once with :func:`alter_linear_inference_fn` instead.
     """
-    if x.dim() != 2 or x.shape[1] != A.shape[1]:
-        raise ValueError(f"x must be [N, {A.shape[1]}], got {tuple(x.shape)}")
-    if gates.shape != (x.shape[0], B_cat.shape[1] // A.shape[0]):
-        raise ValueError(f"gates must be [N={x.shape[0]}, E={B_cat.shape[1] // A.shape[0]}], got {tuple(gates.shape)}")
-    from alter_kernels.autograd.asym_lora import asym_lora_forward
-    with torch.no_grad():
-        return asym_lora_forward(x.contiguous(), A, None, gates.to(x.dtype).contiguous(), float(scaling), weight, bias,
-                                 _asym_lora_ops(x.device), B_cat=B_cat)[0]
+    run = alter_linear_inference_fn(weight, bias, A, B_cat, scaling)
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return run(x, gates)
+    return run(x, gates)
+
+
+def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor,
+                              B_cat: torch.Tensor, scaling: float):
+    """:func:`alter_linear_inference` with the weights bound: returns ``run(x, gates) -> [N, d_out]``.
+
+    The weights (``weight [d_out, d_in]``, ``bias [d_out]`` or None, ``A [r, d_in]``,
+    ``B_cat [d_out, E*r]``, one float dtype and device) are validated and the backend chosen here,
+    once; ``run`` checks only what changes per call (x ``[N, d_in]`` in the weights' dtype, gates
+    ``[N, E]``) and launches base GEMM + shrink/gate + expand. At one decoded token per call the
+    Python around the launches costs as much as the adapter's GEMMs, so this is the path a
+    generating model takes per layer and token. ``run`` refuses to run with grad enabled (it records
+    no graph): call it under ``torch.no_grad()``. The bound tensors are read at each call, so an
+    in-place update of them is seen; a change of shape, dtype or device needs a new ``run``.
+    """
+    _checks.check_tensor("A", A, ndim=2)
+    _checks.check_tensor("B_cat", B_cat, ndim=2)
+    _checks.check_tensor("weight", weight, ndim=2)
+    r, d_in = A.shape
+    d_out, k = B_cat.shape
+    if r <= 0 or k <= 0 or k % r:
+        raise ValueError(f"B_cat must be [d_out, E*r] with r={r} from A {tuple(A.shape)}, got {tuple(B_cat.shape)}")
+    if weight.shape != (d_out, d_in):
+        raise ValueError(f"weight must have shape [d_out={d_out}, d_in={d_in}], got {tuple(weight.shape)}")
+    if bias is not None:
+        _checks.check_tensor("bias", bias, ndim=1)
+        if bias.shape != (d_out,):
+            raise ValueError(f"bias must have shape [{d_out}], got {tuple(bias.shape)}")
+    _checks.check_same_device(weight=weight, bias=bias, A=A, B_cat=B_cat)
+    _checks.check_same_dtype(weight=weight, bias=bias, A=A, B_cat=B_cat)
+    E, s, dtype = k // r, float(scaling), A.dtype
+    ops = _asym_lora_ops(A.device)
+    shrink_gate, expand_add, linear = ops.shrink_gate, ops.expand_add, torch.nn.functional.linear
+
+    def run(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != d_in or x.dtype != dtype:
+            raise ValueError(f"x must be [N, {d_in}] in {dtype}, got {tuple(x.shape)} in {x.dtype}")
+        if gates.dim() != 2 or gates.shape[0] != x.shape[0] or gates.shape[1] != E:
+            raise ValueError(f"gates must be [N={x.shape[0]}, E={E}], got {tuple(gates.shape)}")
+        if torch.is_grad_enabled():
+            raise RuntimeError("alter_linear_inference_fn's run records no autograd graph: call it under "
+                               "torch.no_grad() (or use fused_alter_linear to train)")
+        x = x.contiguous()
+        _, hg = shrink_gate(x, A, (gates if gates.dtype == dtype else gates.to(dtype)).contiguous())
+        return expand_add(hg, B_cat, s, linear(x, weight, bias))
+
+    return run

@@ -64,3 +64,30 @@ def test_alter_linear_inference_equals_the_fused_linear_and_names_bad_input():
         ak.alter_linear_inference(torch.randn(5, 4), w, b, A, B_cat, gates, 2.0)
     with pytest.raises(ValueError, match="gates must be"):
         ak.alter_linear_inference(x, w, b, A, B_cat, gates[:, :1], 2.0)
+
+
+def test_alter_linear_inference_fn_binds_the_weights_once_and_checks_each_call():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(5, 6), torch.randn(7, 6), torch.randn(7)
+    A, B = torch.randn(3, 6), torch.randn(2, 7, 3)
+    gates = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    B_cat = B.permute(1, 0, 2).reshape(7, 6).contiguous()
+    run = ak.alter_linear_inference_fn(w, b, A, B_cat, 2.0)
+    with torch.no_grad():
+        torch.testing.assert_close(run(x, gates), ak.fused_alter_linear(x, w, b, A, B, gates, 2.0))
+        B_cat.mul_(2.0)                                  # the bound tensors are read at each call
+        torch.testing.assert_close(run(x, gates), ak.fused_alter_linear(x, w, b, A, 2.0 * B, gates, 2.0))
+        with pytest.raises(ValueError, match="x must be"):
+            run(torch.randn(5, 4), gates)
+        with pytest.raises(ValueError, match="x must be"):
+            run(x.double(), gates)
+        with pytest.raises(ValueError, match="gates must be"):
+            run(x, gates[:4])
+    with pytest.raises(RuntimeError, match="no_grad"):
+        run(x, gates)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        ak.alter_linear_inference_fn(w[:, :5], b, A, B_cat, 2.0)
+    with pytest.raises(ValueError, match="B_cat must be"):
+        ak.alter_linear_inference_fn(w, b, A, B_cat[:, :5], 2.0)
+    with pytest.raises(TypeError, match="one dtype"):
+        ak.alter_linear_inference_fn(w, b, A.double(), B_cat, 2.0)
