@@ -24,7 +24,7 @@ Routing:
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -217,7 +217,7 @@ class AlterLinear(nn.Module):
                 if state is not None and router_logits is state.router_logits and entropy is state.entropy:
                     # at inference the plan also records which experts any token uses (one host read per
                     # forward), so that a layer whose used experts are all zero skips its adapter
-                    used = (gates != 0).any(0).tolist() if not torch.is_grad_enabled() else None
+                    used = tuple((gates != 0).any(0).tolist()) if not torch.is_grad_enabled() else None
                     state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used)
         inference = not torch.is_grad_enabled()
         cache = self._inference_cache() if inference else None      # (B, B_cat, zero flags), one key check
@@ -261,18 +261,20 @@ class AlterLinear(nn.Module):
         if (entry_key != key or x.shape[:-1] != plan_lead or x.dtype != dtype or gates.device != device
                 or run is None):
             return None
-        if zero is not None and self.adds_nothing(used, zero):
+        if zero is not None and self._inert_for(used, zero):
             return self.base_layer(x)            # every expert this forward uses is exactly zero here
         out = run(x.reshape(-1, x.shape[-1]), gates)
         return out.view(*plan_lead, out.shape[-1])
 
     def _inference_entry(self, kept: Optional[dict]) -> tuple:
-        """``(plan key, dtype, device, zero flags or None, run or None)``: what the inference paths
+        """``(plan key, dtype, device, zero or None, run or None)``: what the inference paths
         need, read from the parameters. ``kept`` (``RoutingState.inference_entries``, a fresh dict for
         one ``generate`` call, during which the parameters cannot change) keeps each layer's entry for
         every token of that call; without it the entry is made per forward. ``run`` is
         ``alter_kernels.alter_linear_inference_fn`` over the cached expand layout; None when the
-        adapter's dtype or device differs from the base layer's or dropout is active (general path)."""
+        adapter's dtype or device differs from the base layer's or dropout is active (general path).
+        ``zero`` is None when no expert of the layer is exactly zero, else ``(per-expert zero flags,
+        {used pattern: inert})`` for :meth:`_inert_for`."""
         if kept is not None:
             entry = kept.get(self)
             if entry is not None:
@@ -284,10 +286,19 @@ class AlterLinear(nn.Module):
         if (A.dtype == w.dtype and (b is None or b.dtype == w.dtype) and A.device == w.device
                 and (self.dropout is None or not self.training)):
             run = alter_kernels.alter_linear_inference_fn(w, b, A, B_cat, self.scaling)
-        entry = (self._plan_key(), A.dtype, A.device, list(zero) if any(zero) else None, run)
+        entry = (self._plan_key(), A.dtype, A.device, (list(zero), {}) if any(zero) else None, run)
         if kept is not None:
             kept[self] = entry
         return entry
+
+    def _inert_for(self, used: tuple, zero: tuple) -> bool:
+        """:meth:`adds_nothing` for an entry's ``zero = (flags, decisions)``, remembered per ``used``
+        pattern (a generation sees one or two: its questions' experts on low- and high-entropy tokens)."""
+        flags, decisions = zero
+        inert = decisions.get(used)
+        if inert is None:
+            inert = decisions[used] = self.adds_nothing(used, flags)
+        return inert
 
     def _plan_key(self) -> tuple:
         theta = self.theta if self.theta is not None else (self.state.theta if self.state is not None else None)
@@ -324,7 +335,7 @@ class AlterLinear(nn.Module):
         used = self.state.plan[5]
         return used is not None and self.adds_nothing(used, zero)
 
-    def adds_nothing(self, used: List[bool], zero: Optional[List[bool]] = None) -> bool:
+    def adds_nothing(self, used: Sequence[bool], zero: Optional[List[bool]] = None) -> bool:
         """True when every expert flagged in ``used`` (``[E]`` bools) is exactly zero in this layer, so the
         adapter adds nothing to tokens routed to those experts only (``zero``: the layer's per-expert zero
         flags, when the caller already holds them). Used per forward and by generation's cache reuse."""

@@ -13,7 +13,7 @@ h [N, r], hg [N, E*r] (hg[n, e*r + j] = gates[n, e] * h[n, j]). All in x's dtype
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -42,3 +42,19 @@ def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor
     dh = torch.bmm(gates.unsqueeze(1), dhg).squeeze(1)
     dgates = torch.bmm(dhg, h.unsqueeze(2)).squeeze(2)
     return dh, dgates
+
+
+def bind_inference(weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor, B_cat: torch.Tensor,
+                   scaling: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``launch(x, gates) = x W^T + b + scaling * hg B_cat^T`` with the weights bound (no checks, no
+    autograd): the base GEMM, the shrink, the gate and the expand as four torch calls, with
+    ``B_cat^T`` taken once (a view: in-place updates of B_cat are seen)."""
+    Bt = B_cat.t()
+    linear = torch.nn.functional.linear
+
+    def launch(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        h = linear(x, A)
+        hg = (gates.unsqueeze(2) * h.unsqueeze(1)).view(x.shape[0], -1)
+        return linear(x, weight, bias).addmm_(hg, Bt, alpha=scaling)
+
+    return launch

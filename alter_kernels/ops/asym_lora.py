@@ -151,9 +151,8 @@ def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor]
             raise ValueError(f"bias must have shape [{d_out}], got {tuple(bias.shape)}")
     _checks.check_same_device(weight=weight, bias=bias, A=A, B_cat=B_cat)
     _checks.check_same_dtype(weight=weight, bias=bias, A=A, B_cat=B_cat)
-    E, s, dtype = k // r, float(scaling), A.dtype
-    ops = _asym_lora_ops(A.device)
-    shrink_gate, expand_add, linear = ops.shrink_gate, ops.expand_add, torch.nn.functional.linear
+    E, dtype = k // r, A.dtype
+    launch = _asym_lora_ops(A.device).bind_inference(weight, bias, A, B_cat, float(scaling))
 
     def run(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != d_in or x.dtype != dtype:
@@ -163,8 +162,6 @@ def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor]
         if torch.is_grad_enabled():
             raise RuntimeError("alter_linear_inference_fn's run records no autograd graph: call it under "
                                "torch.no_grad() (or use fused_alter_linear to train)")
-        x = x.contiguous()
-        _, hg = shrink_gate(x, A, (gates if gates.dtype == dtype else gates.to(dtype)).contiguous())
-        return expand_add(hg, B_cat, s, linear(x, weight, bias))
+        return launch(x.contiguous(), (gates if gates.dtype == dtype else gates.to(dtype)).contiguous())
 
     return run

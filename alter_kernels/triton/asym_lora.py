@@ -1,7 +1,7 @@
 """The gated shared-A / multi-B LoRA matmul as three Triton kernels (docs/method.md §1 and §4).
 
-Launchers ``shrink_gate``, ``expand_add`` and ``expand_backward`` have the names and contracts
-of :mod:`alter_kernels.composite.asym_lora` (the CPU path), so that
+Launchers ``shrink_gate``, ``expand_add``, ``expand_backward`` and ``bind_inference`` have the
+names and contracts of :mod:`alter_kernels.composite.asym_lora` (the CPU path), so that
 :class:`alter_kernels.autograd.asym_lora.AsymLoRAFunction` drives either. The weight gradients
 (dA, dB) and dx are plain GEMMs left to torch in the autograd function.
 
@@ -24,7 +24,7 @@ once through pipelined loads while the small one (A, B_cat) is re-read from L2.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
@@ -416,3 +416,14 @@ def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor
     if n_chunks > 1:
         dh = dh.sum(0).to(h.dtype)
     return dh, dgates
+
+
+def bind_inference(weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor, B_cat: torch.Tensor,
+                   scaling: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``launch(x, gates)``: cuBLAS base GEMM, then the shrink-gate and expand-add kernels above."""
+    linear = torch.nn.functional.linear
+
+    def launch(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        return expand_add(shrink_gate(x, A, gates)[1], B_cat, scaling, linear(x, weight, bias))
+
+    return launch
