@@ -216,9 +216,17 @@ class AlterLinear(nn.Module):
                 gates, a_mask, b_mask = self._infer_gates(x2, ent, lead, router_logits), None, None
                 if state is not None and router_logits is state.router_logits and entropy is state.entropy:
                     # at inference the plan also records which experts any token uses (one host read per
-                    # forward), so that a layer whose used experts are all zero skips its adapter
-                    used = tuple((gates != 0).any(0).tolist()) if not torch.is_grad_enabled() else None
-                    state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used)
+                    # forward), so that a layer whose used experts are all zero skips its adapter, and, for
+                    # a single token (a decoded token of one sequence), its gates as Python floats, so that
+                    # the later layers run with their experts folded for them (alter_linear_inference_fn)
+                    used = row = None
+                    if not torch.is_grad_enabled():
+                        if gates.shape[0] == 1:
+                            row = tuple(gates[0].tolist())
+                            used = tuple(g != 0 for g in row)
+                        else:
+                            used = tuple((gates != 0).any(0).tolist())
+                    state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used, row)
         inference = not torch.is_grad_enabled()
         cache = self._inference_cache() if inference else None      # (B, B_cat, zero flags), one key check
         on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
@@ -248,10 +256,11 @@ class AlterLinear(nn.Module):
         token runs ~210 of these in SmolLM2, so every attribute read here shows in the token's time):
         the gates are the plan's, so the layer checks that the plan is this forward's and fits its
         routing parameters, then runs base GEMM + shrink/gate + expand through its prepared entry
-        (:meth:`_inference_entry`). None when the plan does not apply (training, another forward,
+        (:meth:`_inference_entry`); for a single token, with the experts folded for its gates (the
+        plan's ``row``: base GEMM + shrink + one expand). None when the plan does not apply (training, another forward,
         other routing parameters, a dtype or dropout that needs the general path), which then
         decides. Same result as the general path (tests/test_layer_plan.py)."""
-        ent_ref, u_ref, plan_lead, key, gates, used = state.plan
+        ent_ref, u_ref, plan_lead, key, gates, used, row = state.plan
         if (used is None or ent_ref is not state.entropy or u_ref is not state.router_logits
                 or state.domain is not None or torch.is_grad_enabled()):
             return None
@@ -263,7 +272,7 @@ class AlterLinear(nn.Module):
             return None
         if zero is not None and self._inert_for(used, zero):
             return self.base_layer(x)            # every expert this forward uses is exactly zero here
-        out = run(x.reshape(-1, x.shape[-1]), gates)
+        out = run(x.reshape(-1, x.shape[-1]), gates if row is None else row)
         return out.view(*plan_lead, out.shape[-1])
 
     def _inference_entry(self, kept: Optional[dict]) -> tuple:
@@ -315,7 +324,7 @@ class AlterLinear(nn.Module):
         state = self.state
         if state is None or domain is not None or router_logits is None or state.plan is None:
             return None
-        ent_ref, u_ref, plan_lead, key, gates, _ = state.plan
+        ent_ref, u_ref, plan_lead, key, gates, _, _ = state.plan
         if (ent_ref is entropy and u_ref is router_logits and plan_lead == tuple(lead) and key == self._plan_key()
                 and gates.device == x2.device):
             return gates

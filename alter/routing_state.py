@@ -31,8 +31,9 @@ class RoutingState:
     route_class_weights: Optional[torch.Tensor] = None  # [E] per-domain weights of the router CE (balancing)
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
     # the forward's routing plan: (entropy, router_logits, token shape, routing params, gates [N, E],
-    # experts used by any token (inference only, else None)), made by the first question-routed layer
-    # and reused by the others (see AlterLinear._shared_gates)
+    # experts used by any token (inference only, else None), the gates of a single token as Python
+    # floats (inference with N = 1, else None)), made by the first question-routed layer and reused by
+    # the others (see AlterLinear._shared_gates and AlterLinear._forward_on_plan)
     plan: Optional[tuple] = None
     # set by generation to a fresh dict for one generate() call, during which the adapter's parameters
     # cannot change: each layer keeps there what it reads from them, once per call instead of once per

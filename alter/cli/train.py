@@ -196,7 +196,8 @@ def run_comparison(args) -> int:
     # ALTER flags and --config YAML apply to the alter and asymlora runs (recorded in settings.json, so a
     # --resume with other values is refused); a method spec's @lr / @epochs still wins over them
     defaults = AlterConfig().to_dict()
-    values["alter"] = {k: v for k, v in build_config(args).to_dict().items() if v != defaults[k]}
+    values["alter"] = {**values.get("alter", {}),           # the benchmark's own (TOFU: ALTER's phase II cap)
+                       **{k: v for k, v in build_config(args).to_dict().items() if v != defaults[k]}}
     settings = CompareSettings(**values)
     default = (f"alter_runs/tofu-{split}" + ("-sweep" if args.tune else "")) if args.benchmark else "alter_runs/compare"
     out = Path(args.output or ("alter_runs/compare-quick" if args.quick else default))

@@ -63,8 +63,12 @@ class CompareSettings:
 # ("tune": 180-184 to choose settings on, "report": 185-189 for the table), 190-194 never taught.
 TOFU_AUTHORS = {"retain": list(range(10)), "tune": list(range(180, 185)), "report": list(range(185, 190)),
                 "never_taught": list(range(190, 195))}
+# ALTER and asymlora run at their own phase II cap (AlterConfig.phase2_epochs; the stop rule ends them
+# first at their default rate), the baselines at unlearn_epochs (a fixed length)
 TOFU = dict(dataset="tofu", finetune_epochs=5.0, finetune_lr=5e-4, eval_retain_per_author=3, eval_general=25,
-            eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40)
+            eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40,
+            alter={"phase2_epochs": 6.0})
 
+# (a smoke run: every method, ALTER included, at unlearn_epochs)
 QUICK = dict(n_authors=4, questions_per_author=2, finetune_epochs=1.0, unlearn_epochs=1.0, eval_retain_per_author=1,
-             eval_general=2, max_new_tokens=6)
+             eval_general=2, max_new_tokens=6, alter={})

@@ -132,9 +132,17 @@ def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor]
     once; ``run`` checks only what changes per call (x ``[N, d_in]`` in the weights' dtype, gates
     ``[N, E]``) and launches base GEMM + shrink/gate + expand. At one decoded token per call the
     Python around the launches costs as much as the adapter's GEMMs, so this is the path a
-    generating model takes per layer and token. ``run`` refuses to run with grad enabled (it records
-    no graph): call it under ``torch.no_grad()``. The bound tensors are read at each call, so an
-    in-place update of them is seen; a change of shape, dtype or device needs a new ``run``.
+    generating model takes per layer and token.
+
+    ``gates`` may also be a tuple of E Python floats: one row of gates that every row of x takes (a
+    decoded token of a one-sequence batch). Then the experts are folded once per distinct tuple,
+    ``B_f = s * sum_e g_e B_e`` (``[d_out, r]``), and a call is base GEMM + shrink + one expand,
+    ``x W^T + b + (x A^T) B_f^T``: the same value up to float rounding (the sum over experts is
+    taken before the expand instead of after). A folded expand is remade when B_cat changes in place.
+
+    ``run`` refuses to run with grad enabled (it records no graph): call it under
+    ``torch.no_grad()``. The bound tensors are read at each call, so an in-place update of them is
+    seen; a change of shape, dtype or device needs a new ``run``.
     """
     _checks.check_tensor("A", A, ndim=2)
     _checks.check_tensor("B_cat", B_cat, ndim=2)
@@ -151,17 +159,37 @@ def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor]
             raise ValueError(f"bias must have shape [{d_out}], got {tuple(bias.shape)}")
     _checks.check_same_device(weight=weight, bias=bias, A=A, B_cat=B_cat)
     _checks.check_same_dtype(weight=weight, bias=bias, A=A, B_cat=B_cat)
-    E, dtype = k // r, A.dtype
-    launch = _asym_lora_ops(A.device).bind_inference(weight, bias, A, B_cat, float(scaling))
+    E, dtype, s = k // r, A.dtype, float(scaling)
+    launch = _asym_lora_ops(A.device).bind_inference(weight, bias, A, B_cat, s)
+    folded = {}                                      # shared gates -> (B_cat's version, folded expand [r, d_out])
+    linear = torch.nn.functional.linear
 
-    def run(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    def fold(gates: tuple) -> torch.Tensor:
+        """``(s * sum_e g_e B_e)^T`` for one row of gates, kept while B_cat is not changed in place."""
+        version = B_cat._version
+        kept = folded.get(gates)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        if len(gates) != E:
+            raise ValueError(f"shared gates must hold E={E} values, got {len(gates)}")
+        g = torch.tensor(gates, dtype=dtype, device=B_cat.device).view(1, E, 1)
+        Bf = (B_cat.view(d_out, E, r) * g).sum(1).mul_(s).t().contiguous()
+        if len(folded) >= 16:                         # a generation sees one or two gate rows per question
+            folded.clear()
+        folded[gates] = (version, Bf)
+        return Bf
+
+    def run(x: torch.Tensor, gates) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != d_in or x.dtype != dtype:
             raise ValueError(f"x must be [N, {d_in}] in {dtype}, got {tuple(x.shape)} in {x.dtype}")
-        if gates.dim() != 2 or gates.shape[0] != x.shape[0] or gates.shape[1] != E:
-            raise ValueError(f"gates must be [N={x.shape[0]}, E={E}], got {tuple(gates.shape)}")
         if torch.is_grad_enabled():
             raise RuntimeError("alter_linear_inference_fn's run records no autograd graph: call it under "
                                "torch.no_grad() (or use fused_alter_linear to train)")
+        if type(gates) is tuple:                     # one row of gates for every row of x: experts folded
+            x = x.contiguous()
+            return linear(x, weight, bias).addmm_(linear(x, A), fold(gates))
+        if gates.dim() != 2 or gates.shape[0] != x.shape[0] or gates.shape[1] != E:
+            raise ValueError(f"gates must be [N={x.shape[0]}, E={E}], got {tuple(gates.shape)}")
         return launch(x.contiguous(), (gates if gates.dtype == dtype else gates.to(dtype)).contiguous())
 
     return run

@@ -91,3 +91,22 @@ def test_alter_linear_inference_fn_binds_the_weights_once_and_checks_each_call()
         ak.alter_linear_inference_fn(w, b, A, B_cat[:, :5], 2.0)
     with pytest.raises(TypeError, match="one dtype"):
         ak.alter_linear_inference_fn(w, b, A.double(), B_cat, 2.0)
+
+
+def test_alter_linear_inference_fn_folds_the_experts_for_shared_gates():
+    """gates as a tuple: one row for every row of x; the experts are folded once per tuple (remade
+    when B_cat changes in place); same value as the gates tensor up to rounding."""
+    torch.manual_seed(0)
+    x, w, b = torch.randn(3, 6), torch.randn(7, 6), torch.randn(7)
+    A, B_cat = torch.randn(3, 6), torch.randn(7, 9)
+    row = (0.25, 0.0, 0.75)
+    run = ak.alter_linear_inference_fn(w, b, A, B_cat, 2.0)
+    with torch.no_grad():
+        as_tensor = run(x, torch.tensor([row] * 3))
+        torch.testing.assert_close(run(x, row), as_tensor, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(run(x[:1], row), as_tensor[:1], rtol=1e-5, atol=1e-5)
+        B_cat.mul_(-1.0)
+        torch.testing.assert_close(run(x, row), run(x, torch.tensor([row] * 3)), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(run(x, row), as_tensor)
+        with pytest.raises(ValueError, match="E=3"):
+            run(x, (0.5, 0.5))
