@@ -123,7 +123,7 @@ class AlterConfig:
                                         "phase2_min_steps (deviation: the spec runs a fixed length); negative: off. "
                                         "On TOFU: forget probability 0.049 (a model that never saw the forget set: "
                                         "0.068), KS p 0.47; forget ROUGE-L moved +0.003 / -0.029 at half / twice "
-                                        "the learning rate on the tune split and +0.041 / -0.013 on the report "
+                                        "the learning rate on the tune split and +0.041 / -0.044 on the report "
                                         "split, where half the rate needs the 6-epoch cap of phase2_epochs "
                                         "(docs/method.md section 4)")
     stop_probability_steps: int = _f(4, "steps the forget-probability stop averages over")
