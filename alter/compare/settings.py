@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from alter.config import AlterConfig
 from alter.methods import ALL_METHODS  # noqa: F401  (re-exported: the comparison's method list)
 
 
@@ -67,7 +68,7 @@ TOFU_AUTHORS = {"retain": list(range(10)), "tune": list(range(180, 185)), "repor
 # first at their default rate), the baselines at unlearn_epochs (a fixed length)
 TOFU = dict(dataset="tofu", finetune_epochs=5.0, finetune_lr=5e-4, eval_retain_per_author=3, eval_general=25,
             eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40,
-            alter={"phase2_epochs": 6.0})
+            alter={"phase2_epochs": AlterConfig().phase2_epochs})
 
 # (a smoke run: every method, ALTER included, at unlearn_epochs)
 QUICK = dict(n_authors=4, questions_per_author=2, finetune_epochs=1.0, unlearn_epochs=1.0, eval_retain_per_author=1,

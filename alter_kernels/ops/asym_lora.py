@@ -173,7 +173,7 @@ def alter_linear_inference_fn(weight: torch.Tensor, bias: Optional[torch.Tensor]
         if len(gates) != E:
             raise ValueError(f"shared gates must hold E={E} values, got {len(gates)}")
         g = torch.tensor(gates, dtype=dtype, device=B_cat.device).view(1, E, 1)
-        Bf = (B_cat.view(d_out, E, r) * g).sum(1).mul_(s).t().contiguous()
+        Bf = (B_cat.reshape(d_out, E, r) * g).sum(1).mul_(s).t().contiguous()
         if len(folded) >= 16:                         # a generation sees one or two gate rows per question
             folded.clear()
         folded[gates] = (version, Bf)
