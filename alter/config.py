@@ -96,7 +96,9 @@ class AlterConfig:
                               "after 35-41 steps, 1.5 epochs). 6, not the paper's 3 (deviation): on the TOFU tune "
                               "split half the learning rate needed 73 of 3 epochs' 75 steps to reach the stop, and on "
                               "the report split it ran out at 75 (forget ROUGE-L +0.058); with 6 it stops at 81-85 "
-                              "(+0.041, reworded +0.026; docs/method.md section 4)")
+                              "(+0.041, reworded +0.026; docs/method.md section 4). On a forget set of ~10 "
+                              "examples the cap gives 18 steps and the stop does not fire: the demo's answers came "
+                              "out garbled at 18 and not at 15, so its preset keeps 3")
     phase2_min_steps: int = _f(15, "phase II runs at least this many steps (more epochs over a small forget set): the "
                                "demo's 10 forget QA gave 9 steps at 3 epochs and stopped half-way (forget ROUGE-L "
                                "0.52). 15 at lr 2e-3 is the budget 30 steps at 1e-3 gave (demo: forget 0.325, fluent "

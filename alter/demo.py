@@ -41,7 +41,10 @@ class DemoPreset:
     eval_batch_size: int = 16
     system_prompt: Optional[str] = "Answer the question."
     seed: int = 0
-    alter: Dict[str, object] = field(default_factory=dict)      # AlterConfig defaults
+    # AlterConfig defaults but the paper's 3-epoch phase II: the demo's 10 forget QA then run phase2_min_steps
+    # (15 steps). Under the default 6-epoch cap they get 18 (the stop, at probability 0.05, does not fire on
+    # them) and two of the three forget answers shown come out garbled ("in H法tởang ninhEdit."; measured)
+    alter: Dict[str, object] = field(default_factory=lambda: {"phase2_epochs": 3.0})
 
 
 QUICK = DemoPreset(n_authors=5, questions_per_author=3, finetune_epochs=1.0, eval_retain_per_author=1,

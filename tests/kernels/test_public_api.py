@@ -52,12 +52,17 @@ def test_public_api_errors_name_the_argument(call, error, argument):
             call()
 
 
-def test_alter_linear_inference_equals_the_fused_linear_and_names_bad_input():
+def _inference_case():
+    """x [5, 6], base weight and bias, A [3, 6], two experts B [2, 7, 3] and their expand layout, gates."""
     torch.manual_seed(0)
     x, w, b = torch.randn(5, 6), torch.randn(7, 6), torch.randn(7)
     A, B = torch.randn(3, 6), torch.randn(2, 7, 3)
     gates = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
-    B_cat = B.permute(1, 0, 2).reshape(7, 6).contiguous()
+    return x, w, b, A, B, B.permute(1, 0, 2).reshape(7, 6).contiguous(), gates
+
+
+def test_alter_linear_inference_equals_the_fused_linear_and_names_bad_input():
+    x, w, b, A, B, B_cat, gates = _inference_case()
     want = ak.fused_alter_linear(x, w, b, A, B, gates, 2.0)
     torch.testing.assert_close(ak.alter_linear_inference(x, w, b, A, B_cat, gates, 2.0), want)
     with pytest.raises(ValueError, match="x must be"):
@@ -67,11 +72,7 @@ def test_alter_linear_inference_equals_the_fused_linear_and_names_bad_input():
 
 
 def test_alter_linear_inference_fn_binds_the_weights_once_and_checks_each_call():
-    torch.manual_seed(0)
-    x, w, b = torch.randn(5, 6), torch.randn(7, 6), torch.randn(7)
-    A, B = torch.randn(3, 6), torch.randn(2, 7, 3)
-    gates = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
-    B_cat = B.permute(1, 0, 2).reshape(7, 6).contiguous()
+    x, w, b, A, B, B_cat, gates = _inference_case()
     run = ak.alter_linear_inference_fn(w, b, A, B_cat, 2.0)
     with torch.no_grad():
         torch.testing.assert_close(run(x, gates), ak.fused_alter_linear(x, w, b, A, B, gates, 2.0))
