@@ -227,19 +227,17 @@ class AlterLinear(nn.Module):
                         else:
                             used = tuple((gates != 0).any(0).tolist())
                     state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used, row)
-        inference = not torch.is_grad_enabled()
-        cache = self._inference_cache() if inference else None      # (B, B_cat, zero flags), one key check
-        on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
-        if on_plan and inference and self._inert_under_plan(cache[2]):
-            return self.base_layer(x)                # every expert this forward uses is exactly zero here
         A = self.lora_A
-        w, b = self.base_layer.weight, self.base_layer.bias
-        same_dtype = A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype)
-        if inference:
-            # inference: the experts' expand layout is cached (rebuilt when an expert changes)
-            run = self._inference_entry(None if state is None else state.inference_entries)[4]
+        if not torch.is_grad_enabled():
+            # inference: the layer's entry (expand layout cached until an expert changes, zero flags, run)
+            _, _, _, zero, run = self._inference_entry(None if state is None else state.inference_entries)
+            on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
+            if on_plan and zero is not None and state.plan[5] is not None and self._inert_for(state.plan[5], zero):
+                return self.base_layer(x)            # every expert this forward uses is exactly zero here
             if run is not None and x2.dtype == A.dtype:
                 return run(x2, gates).reshape(*lead, self.out_features)
+        w, b = self.base_layer.weight, self.base_layer.bias
+        same_dtype = A.dtype == x2.dtype == w.dtype and (b is None or b.dtype == w.dtype)
         B = self.stacked_experts()
         adapter_in = x2 if self.dropout is None else self.dropout(x2)
         if self.dropout is None and same_dtype:
@@ -334,15 +332,6 @@ class AlterLinear(nn.Module):
         """Which experts are exactly zero (an untrained retain expert with phase I off, say); cached
         until a parameter changes (its version counter moves), so read from the device once."""
         return self._inference_cache()[2]
-
-    def _inert_under_plan(self, zero: List[bool]) -> bool:
-        """At inference, with a shared plan: True when every expert a token of this forward uses is zero
-        in this layer (``zero``: the per-expert flags), so the adapter adds exactly nothing (a retain
-        question on an untrained B_R)."""
-        if self.state is None or self.state.plan is None:
-            return False
-        used = self.state.plan[5]
-        return used is not None and self.adds_nothing(used, zero)
 
     def adds_nothing(self, used: Sequence[bool], zero: Optional[List[bool]] = None) -> bool:
         """True when every expert flagged in ``used`` (``[E]`` bools) is exactly zero in this layer, so the
