@@ -59,6 +59,9 @@ class AlterConfig:
                            "held-out forget and retain questions right, block 8 sends no never-taught one to a "
                            "forget expert)")
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
+    route_unit: str = _f("turn", "what the question router reads: 'turn' (the prompt's last user turn, found from the "
+                         "tokenizer's chat template; the whole prompt without one) or 'prompt' (every prompt token); "
+                         "never the answer (docs/method.md §3)", choices=("turn", "prompt"))
     tau_high: float = _f(2.0, "router temperature for high-entropy tokens (> 1 spreads weight over experts)")
     top_k: int = _f(3, "forget experts mixed (with the retain expert) on high-entropy tokens at inference")
     # --- losses (section 3) ---
@@ -209,6 +212,8 @@ class AlterConfig:
             bad("struct_tokens", "must be 'all', 'answer' or 'non_hinge'")
         if self.router not in ("question", "token"):
             bad("router", "must be 'question' or 'token'")
+        if self.route_unit not in ("turn", "prompt"):
+            bad("route_unit", "must be 'turn' or 'prompt'")
         if self.hinge_tokens not in ("content", "all"):
             bad("hinge_tokens", "must be 'content' or 'all'")
         if int(self.router_bank_size) != self.router_bank_size or self.router_bank_size <= 0:

@@ -28,8 +28,9 @@ from alter.config import AlterConfig
 from alter.entropy import check_finite, positions_from_mask, shift_entropy
 from alter.kv_cache import given_cache, output_cache
 from alter.layer import AlterLinear
-from alter.question_router import QuestionRouter, capture_features, resolve_layer
+from alter.question_router import FeaturesCaptured, QuestionRouter, capture_features, resolve_layer
 from alter.routing_state import RoutingState
+from alter.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks
 from alter.targets import find_target_linears, set_submodule
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -44,6 +45,8 @@ FORMAT_VERSION = 2          # 2: the question router's banks and calibration (ve
 
 class AlterModel(nn.Module):
     """A causal LM whose target linear layers are :class:`AlterLinear` (see :func:`wrap`)."""
+
+    accepts_prompt_lengths = True     # forward(prompt_lengths=...): scoring routes as generation (alter.eval)
 
     def __init__(self, model: nn.Module, config: AlterConfig, theta: Optional[float] = None,
                  base_model_name: Optional[str] = None):
@@ -188,6 +191,24 @@ class AlterModel(nn.Module):
             hidden, logits, cache = self._base_pass(input_ids, attention_mask, use_cache=use_cache)
         return hidden, logits, (sink[-1] if sink else None), cache
 
+    def router_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, T, d]``: the question router's features alone, from a base pass that stops at the router's
+        block (a quarter of the depth by default, no LM head): what a row that only feeds the router's
+        bank needs (the retain prompts, docs/method.md §4). Same values as :meth:`base_prompt_pass`'s."""
+        if self.question_router is None:
+            raise ValueError("router_features needs router='question'")
+        sink: List[torch.Tensor] = []
+        kwargs = {"use_cache": False}
+        if attention_mask is not None:
+            kwargs["position_ids"] = positions_from_mask(attention_mask)
+        try:
+            with capture_features(self.model, self.question_router.layer, sink, stop=True), torch.no_grad(), \
+                    self.disable_adapters():
+                self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        except FeaturesCaptured:
+            pass
+        return sink[-1]
+
     def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
         """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``."""
         hidden, logits, feats, _ = self.base_prompt_pass(input_ids, attention_mask)
@@ -210,21 +231,37 @@ class AlterModel(nn.Module):
                 targets = top_k_targets(logits, kl_top_k)
         return self._entropy_of(hidden, logits, attention_mask), feats, targets
 
-    def question_router_logits(self, features: torch.Tensor,
-                               token_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """``[B, E]`` router logits of each sequence from its base features (see :mod:`alter.question_router`).
+    def routing_units(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                      prompt_lengths: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """The tokens the question router reads, ``[B, T]`` masks, the prompt's last user turn first
+        (:mod:`alter.routing_unit`, docs/method.md §3): only prompt tokens (``prompt_lengths`` real tokens
+        per row; all real tokens without it), and with a known chat template only the last user turns."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        in_prompt = prompt_mask(attention_mask, prompt_lengths)
+        marker = None if self.question_router is None else self.question_router.turn_marker
+        return turn_masks(input_ids, in_prompt, marker)
+
+    def question_router_logits(self, features: torch.Tensor, input_ids: torch.Tensor,
+                               attention_mask: Optional[torch.Tensor] = None,
+                               prompt_lengths: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """``[B, E]`` router logits of each sequence from its base features and its routing units (see
+        :mod:`alter.question_router` and :meth:`routing_units`).
 
         None while the question router has no banks (a model not trained yet): then every layer
         routes with its own router, as with ``router="token"``."""
         router = self.question_router
         if router is None or not router.fitted:
             return None
-        return router.logits(features, token_mask)
+        return router.unit_logits(features, self.routing_units(input_ids, attention_mask, prompt_lengths))
 
-    def route_questions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
-        """``(token entropy [B, T], router logits [B, E] or None)`` for a batch, from one base pass."""
+    def route_questions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                        prompt_lengths: Optional[torch.Tensor] = None):
+        """``(token entropy [B, T], router logits [B, E] or None)`` for a batch, from one base pass; the
+        decision reads the prompt only (``prompt_lengths`` real tokens per row; every token without it)."""
         ent, feats = self.routing_inputs(input_ids, attention_mask)
-        logits = None if feats is None else self.question_router_logits(feats, attention_mask)
+        logits = None if feats is None else self.question_router_logits(feats, input_ids, attention_mask,
+                                                                        prompt_lengths)
         return shift_entropy(ent, attention_mask), logits
 
     def position_entropy(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
@@ -250,21 +287,32 @@ class AlterModel(nn.Module):
     # ------------------------------------------------------------------ forward / generate
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, *, entropy: Optional[torch.Tensor] = None,
-                domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None, **kwargs):
+                domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None,
+                prompt_lengths: Optional[torch.Tensor] = None, **kwargs):
         """Like the base model's forward; ``entropy`` ``[B, T]``, ``domain`` (``[B]`` expert indices,
         teacher-forced training) and ``router_logits`` (``[B, E]``, question routing) are optional:
-        without them one base pass computes the entropy and the question router's decision."""
+        without them one base pass computes the entropy and the question router's decision.
+
+        Scoring = generating (docs/method.md §3): ``prompt_lengths`` ``[B]`` (real prompt tokens per row),
+        or else ``labels`` (the tokens before a row's first label, -100 being the ignore index), say
+        where each prompt ends. Then the router reads the prompt only, and the tokens after it are
+        routed by the entropy ``generate`` gives them (the adapted model's own previous logits with
+        ``entropy_source="adapted"``), so the log-probability of an answer is the sum of the
+        log-probabilities ``generate`` gave its tokens. Without either, the whole input is the prompt."""
         if input_ids is None:
             raise ValueError("AlterModel.forward needs input_ids (inputs_embeds cannot be routed by token entropy)")
+        if prompt_lengths is None and labels is not None and domain is None:
+            prompt_lengths = prompt_lengths_from_labels(labels, attention_mask)
         needs_route = (self.question_router is not None and self.question_router.fitted and router_logits is None
                        and domain is None and self.state.enabled and self._generation is None)
+        computed_entropy = False
         if needs_route:
             if given_cache(kwargs) is not None:
                 raise ValueError("forward with past_key_values needs router_logits=... (the question's routing); "
                                  "use model.generate() to have it handled")
-            routed_entropy, router_logits = self.route_questions(input_ids, attention_mask)
+            routed_entropy, router_logits = self.route_questions(input_ids, attention_mask, prompt_lengths)
             if entropy is None and self.alter_config.token_entropy:
-                entropy = routed_entropy
+                entropy, computed_entropy = routed_entropy, True
         if entropy is None and not self.alter_config.token_entropy:
             entropy = torch.zeros(input_ids.shape, device=input_ids.device)
         if self.state.enabled and entropy is None and self._generation is None:
@@ -274,7 +322,17 @@ class AlterModel(nn.Module):
             if self.state.theta is None:
                 raise ValueError("this AlterModel has no entropy threshold yet: train it, load an adapter, or call "
                                  "set_theta()")
-            entropy = self.token_entropy(input_ids, attention_mask)
+            entropy, computed_entropy = self.token_entropy(input_ids, attention_mask), True
+        if (computed_entropy and prompt_lengths is not None and domain is None
+                and self.alter_config.entropy_source == "adapted"):
+            entropy, out = self._answer_entropy(input_ids, attention_mask, prompt_lengths, entropy, router_logits,
+                                                need_output=labels is None and not torch.is_grad_enabled(),
+                                                **kwargs)
+            if out is not None:
+                return out
+        return self._routed_forward(input_ids, attention_mask, labels, entropy, domain, router_logits, **kwargs)
+
+    def _routed_forward(self, input_ids, attention_mask, labels, entropy, domain, router_logits, **kwargs):
         if self._generation is None:
             # The routing plan of this forward stays in place after it returns (until the next
             # forward replaces it): activation checkpointing recomputes the layers during backward,
@@ -284,6 +342,37 @@ class AlterModel(nn.Module):
             self.state.router_logits = router_logits
             self.state.token_mask = attention_mask.bool() if attention_mask is not None else None
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def _answer_entropy(self, input_ids, attention_mask, prompt_lengths, base_entropy, router_logits, *,
+                        need_output: bool, **kwargs):
+        """``(entropy [B, T], output or None)``: the entropies ``generate`` gives the tokens after each prompt.
+
+        In generation (``entropy_source="adapted"``) token t > P is routed by S_q of the adapted model's
+        logits at t-1, which depend on the routing of the tokens before it. Only ``H < theta`` enters
+        the gates, so a fixed point is found by iteration: route the answer tokens by the current
+        entropies, recompute them from the adapted logits, stop when no token changes side of theta.
+        The tokens up to the first change are exact after each pass (causality), so the iteration ends
+        within ``answer length + 1`` passes (usually 2) and its fixed point is generation's routing.
+        With ``need_output`` the last pass's output is returned (its gates are the fixed point's).
+        When every expert the rows can use is zero, the entropies change nothing: no extra pass."""
+        from alter.routed_generation import adapter_inert
+
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        after_prompt = mask.bool() & ~prompt_mask(mask, prompt_lengths)
+        if not bool(after_prompt.any()) or (router_logits is not None and adapter_inert(self, router_logits)):
+            return base_entropy, None
+        theta = self.state.theta
+        current = base_entropy
+        limit = int(after_prompt.sum(dim=1).max()) + 1
+        for _ in range(limit):
+            with torch.no_grad():
+                out = self._routed_forward(input_ids, attention_mask, None, current, None, router_logits, **kwargs)
+            adapted = shift_entropy(alter_kernels.tsallis_entropy(out.logits.detach(), self.alter_config.q), mask)
+            proposed = torch.where(after_prompt, check_finite(adapted, mask, "adapted-model entropy"), base_entropy)
+            if bool(((proposed < theta) == (current < theta))[after_prompt].all()):
+                return current, (out if need_output else None)
+            current = proposed
+        raise RuntimeError("the answer tokens' routing did not settle within answer length + 1 passes (a bug)")
 
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):
@@ -427,9 +516,6 @@ def load_adapter(base_model: nn.Module, directory) -> AlterModel:
         saved = meta.get("question_router") or {}
         if "threshold" not in saved:
             raise ValueError(f"the adapter in {directory} has no question-router calibration in {ADAPTER_CONFIG}")
-        wrapped.question_router.layer = int(saved["layer"])
-        wrapped.question_router.threshold = float(saved["threshold"])
-        wrapped.question_router.spread = float(saved["spread"])
-        wrapped.question_router.calibration = saved.get("calibration", {})
+        wrapped.question_router.load_metadata(saved)
     wrapped.load_adapter_state_dict(alter_io.load_tensors(weights, device=wrapped.device))
     return wrapped

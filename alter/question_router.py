@@ -60,14 +60,21 @@ def resolve_layer(model: nn.Module, router_layer: int) -> int:
     return index
 
 
+class FeaturesCaptured(Exception):
+    """Raised by :func:`capture_features` with ``stop=True``: the forward ends at the router's block."""
+
+
 @contextlib.contextmanager
-def capture_features(model: nn.Module, layer_index: int, sink: List[torch.Tensor]) -> Iterator[None]:
-    """Append the output hidden states ``[B, T, d]`` of decoder block ``layer_index`` to ``sink``."""
+def capture_features(model: nn.Module, layer_index: int, sink: List[torch.Tensor], stop: bool = False) -> Iterator[None]:
+    """Append the output hidden states ``[B, T, d]`` of decoder block ``layer_index`` to ``sink``; with
+    ``stop`` the forward is cut there (the hook raises :class:`FeaturesCaptured`, which the caller catches)."""
     block = decoder_layers(model)[layer_index]
 
     def hook(module, args, output):
         hidden = output[0] if isinstance(output, (tuple, list)) else output
         sink.append(hidden.detach())
+        if stop:
+            raise FeaturesCaptured
 
     handle = block.register_forward_hook(hook)
     try:
@@ -106,6 +113,9 @@ class QuestionRouter(nn.Module):
             self.add_domain()
         self.calibration: dict = {}
         self.loo_scores: Optional[torch.Tensor] = None
+        # token ids opening a user turn of the chat template (alter.routing_unit.user_turn_marker): the
+        # routing unit is the prompt's last user turn; None: the whole prompt (no chat template known)
+        self.turn_marker: Optional[List[int]] = None
 
     # ------------------------------------------------------------------ banks
     @property
@@ -154,7 +164,15 @@ class QuestionRouter(nn.Module):
 
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "turn_marker": self.turn_marker}
+
+    def load_metadata(self, saved: dict) -> None:
+        self.layer = int(saved["layer"])
+        self.threshold = float(saved["threshold"])
+        self.spread = float(saved["spread"])
+        self.calibration = saved.get("calibration", {})
+        marker = saved.get("turn_marker")          # adapters saved before turn routing: the whole prompt
+        self.turn_marker = [int(i) for i in marker] if marker else None
 
     # ------------------------------------------------------------------ scoring
     def scores(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -187,6 +205,11 @@ class QuestionRouter(nn.Module):
 
     def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.logits_from_scores(self.scores(features, token_mask))
+
+    def unit_logits(self, features: torch.Tensor, units: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``[B, 1+K]`` router logits of each sequence from its routing units (last user turn first,
+        :func:`alter.routing_unit.turn_masks`): the last turn decides (docs/method.md §3)."""
+        return self.logits(features, units[0])
 
     @staticmethod
     def forced_logits(domain: torch.Tensor, strength: torch.Tensor, num_domains: int) -> torch.Tensor:

@@ -111,7 +111,7 @@ class _EntropySession:
         return out.logits[:, -1, :]
 
 
-def _adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
+def adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
     """True when no adapted layer can add anything to these questions, whatever each token's entropy.
 
     At inference a token's gates depend only on its sequence's router logits and on whether its
@@ -158,14 +158,14 @@ def _prompt_routing(wrapper, input_ids, attention_mask, kwargs):
     The cache is kept only when it can serve the generation (the adapter may turn out inert)."""
     keep = _can_reuse_prompt_cache(wrapper, kwargs) and wrapper.question_router is not None
     hidden, logits, features, cache = wrapper.base_prompt_pass(input_ids, attention_mask, use_cache=keep)
-    router_logits = None if features is None else wrapper.question_router_logits(features, attention_mask)
+    router_logits = None if features is None else wrapper.question_router_logits(features, input_ids, attention_mask)
     return hidden, logits, router_logits, cache
 
 
 def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
     """The AsymLoRA ablation: every token is low entropy (top-1 expert), no entropy to track."""
     _, _, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
-    if router_logits is not None and cache is not None and _adapter_inert(wrapper, router_logits):
+    if router_logits is not None and cache is not None and adapter_inert(wrapper, router_logits):
         cache = without_last_token(cache)
         if cache is not None:
             return _generate_from_base_cache(wrapper, input_ids, attention_mask, cache, **kwargs)
@@ -221,14 +221,14 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
                 stack.enter_context(capture_features(wrapper.model, router.layer, features))
             out = wrapper.base_forward(input_ids, attention_mask, use_cache=True)
         if features:
-            router_logits = wrapper.question_router_logits(features[-1], attention_mask)
+            router_logits = wrapper.question_router_logits(features[-1], input_ids, attention_mask)
         per_position = check_finite(alter_kernels.tsallis_entropy(out.logits.detach(), wrapper.alter_config.q),
                                     attention_mask, "base-model entropy of the prompt")
         base_cache = output_cache(out)
         del out
     else:             # one chunked base pass (no [B, P, V] logits) gives the entropies and the router's features
         hidden, logits, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
-        if router_logits is not None and cache is not None and _adapter_inert(wrapper, router_logits):
+        if router_logits is not None and cache is not None and adapter_inert(wrapper, router_logits):
             # every expert these questions can use is zero: the answer is the base model's, and the
             # base pass already holds the prompt's KV cache (no second prompt pass, no entropies)
             cache = without_last_token(cache)

@@ -41,7 +41,7 @@ def _first_call_widths(model, fn):
 
 def _slow(model, monkeypatch, fn):
     with monkeypatch.context() as m:
-        m.setattr(rg, "_adapter_inert", lambda wrapper, router_logits: False)
+        m.setattr(rg, "adapter_inert", lambda wrapper, router_logits: False)
         return fn()
 
 
@@ -56,7 +56,7 @@ def test_retain_questions_skip_the_second_prompt_pass_and_give_the_same_tokens(a
     enc = tiny_tokenizer(["Who is Cy?", "Who is Fa, who sells cars?"], return_tensors="pt", padding=True)
     _, router_logits = alter_model.route_questions(enc.input_ids, enc.attention_mask)
     assert (router_logits[:, 1:] == EXCLUDED).all()                  # both kept on the retain expert
-    assert rg._adapter_inert(alter_model, router_logits)
+    assert rg.adapter_inert(alter_model, router_logits)
     gen = lambda: alter_model.generate(enc.input_ids, attention_mask=enc.attention_mask, output_scores=True,
                                        return_dict_in_generate=True, **KW)
     fast, widths = _first_call_widths(alter_model, gen)
@@ -75,7 +75,7 @@ def test_a_question_an_expert_can_change_runs_the_full_path(alter_model, tiny_to
     enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
     _, router_logits = alter_model.route_questions(enc.input_ids, enc.attention_mask)
     assert router_logits[0, 1] > EXCLUDED                             # routed to the forget expert
-    assert not rg._adapter_inert(alter_model, router_logits)
+    assert not rg.adapter_inert(alter_model, router_logits)
     _, widths = _first_call_widths(alter_model, lambda: alter_model.generate(enc.input_ids, **KW))
     assert widths[0] == enc.input_ids.shape[1]
 
@@ -85,11 +85,11 @@ def test_a_trained_retain_expert_makes_retain_questions_take_the_full_path(tiny_
     model = _trained(tiny_tokenizer)
     enc = tiny_tokenizer(["Who is Cy?"], return_tensors="pt")
     _, router_logits = model.route_questions(enc.input_ids, enc.attention_mask)
-    assert rg._adapter_inert(model, router_logits)
+    assert rg.adapter_inert(model, router_logits)
     layer = next(iter(model.adapter_layers().values()))
     with torch.no_grad():
         layer.lora_B[0].add_(0.01)                                   # B_R of one layer is no longer zero
-    assert not rg._adapter_inert(model, router_logits)
+    assert not rg.adapter_inert(model, router_logits)
     _, widths = _first_call_widths(model, lambda: model.generate(enc.input_ids, **KW))
     assert widths[0] == enc.input_ids.shape[1]
 

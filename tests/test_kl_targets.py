@@ -68,7 +68,9 @@ def test_phase_two_with_kept_targets_computes_each_example_once_and_matches_the_
                                 struct_kl_top_k=k, forget_domains=sorted({ex.domain for ex in FORGET}))
         tr = AlterTrainer(model, tiny_tokenizer, cfg, forget, retain, progress=False)
         wrapped = tr.prepare()
-        assert all((it.kl_targets is not None) == (k > 0) for it in tr.items)
+        # forget rows keep targets; retain rows only feed the router's bank (no entropy, no targets)
+        assert all((it.kl_targets is not None) == (k > 0 and it.domain_id > 0) for it in tr.items)
+        assert all((it.position_entropy is None) == (it.domain_id == 0) for it in tr.items)
         n_calls = [0]
         real = wrapped.base_forward
 

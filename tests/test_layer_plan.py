@@ -93,7 +93,7 @@ def test_generation_reads_each_layer_once_per_call_and_gives_the_general_paths_t
     kw = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0, output_scores=True,
               return_dict_in_generate=True)
     forced = torch.tensor([[0.0, 3.0, -1e4]])                        # a forget-routed question
-    monkeypatch.setattr(w, "question_router_logits", lambda features, mask: forced)
+    monkeypatch.setattr(w, "question_router_logits", lambda *args, **kw: forced)
     counts = _count_runs(monkeypatch)
     fast = w.generate(enc.input_ids, attention_mask=enc.attention_mask, **kw)
     layers = len(w.adapter_layers())
@@ -114,7 +114,7 @@ def test_a_parameter_change_between_generate_calls_is_seen(tiny_tokenizer, monke
     w = _wrapped(tiny_tokenizer)
     enc = tiny_tokenizer(["some text here"], return_tensors="pt")
     kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
-    monkeypatch.setattr(w, "question_router_logits", lambda features, mask: torch.tensor([[0.0, 3.0, -1e4]]))
+    monkeypatch.setattr(w, "question_router_logits", lambda *args, **kw: torch.tensor([[0.0, 3.0, -1e4]]))
     before = w.generate(enc.input_ids, **kw)
     with torch.no_grad():
         for layer in w.adapter_layers().values():

@@ -61,6 +61,16 @@ def logits_of(output) -> torch.Tensor:
     return logits
 
 
+def forward_with_prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_lengths: Sequence[int]):
+    """``model(input_ids, attention_mask)``, telling a model that routes by its prompt (one with
+    ``accepts_prompt_lengths``, e.g. ``alter.AlterModel``) where each row's prompt ends, so that scoring
+    uses the routing generation would; other models never see the argument."""
+    if getattr(model, "accepts_prompt_lengths", False):
+        lengths = torch.as_tensor(list(prompt_lengths), dtype=torch.long, device=input_ids.device)
+        return model(input_ids=input_ids, attention_mask=attention_mask, prompt_lengths=lengths)
+    return model(input_ids=input_ids, attention_mask=attention_mask)
+
+
 def batches(order: Sequence[int], batch_size: int) -> List[List[int]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -7,7 +7,10 @@ padding with an attention mask leaves every real position's logits unchanged (ca
 never looks right), so results do not depend on the batch composition; the tests check this.
 
 Works with any callable ``model(input_ids=..., attention_mask=...)`` returning ``.logits``
-(a transformers model, a PEFT model, ALTER's wrapped model, or a test double).
+(a transformers model, a PEFT model, ALTER's wrapped model, or a test double). A model that routes
+by its prompt (``AlterModel``: ``accepts_prompt_lengths``) is also told where each prompt ends, so
+an answer is scored with the routing ``generate`` would give it (docs/method.md §3); a raw-text row
+(no prompt) is scored as one prompt.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, encode_qa, pad_id, prompt_ids
-from alter.eval._common import batches, eval_mode, logits_of, model_device
+from alter.eval._common import batches, eval_mode, forward_with_prompt, logits_of, model_device
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], answers: Sequence[str], *, system_prompt: Optional[str] = None,
@@ -62,7 +65,8 @@ def score_encoded(model, encoded: Sequence[EncodedExample], *, pad_token_id: int
             batch = collate([encoded[i] for i in idx], pad_token_id)
             ids = batch["input_ids"].to(device)
             mask = batch["attention_mask"].to(device)
-            logits = logits_of(model(input_ids=ids, attention_mask=mask))
+            lengths = [encoded[i].prompt_length or len(encoded[i].input_ids) for i in idx]
+            logits = logits_of(forward_with_prompt(model, ids, mask, lengths))
             targets = batch["labels"][:, 1:].to(logits.device)
             valid = targets != IGNORE_INDEX
             sel = logits[:, :-1][valid].float()  # [N, V]: only the labelled positions

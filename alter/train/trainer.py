@@ -38,10 +38,11 @@ from tqdm.auto import tqdm
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.data.prompts import IGNORE_INDEX, pad_id
+from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
 from alter.entropy import is_high, resolve_theta, shift_entropy
 from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
+from alter.routing_unit import user_turn_marker
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.early_stop import EarlyStop
@@ -216,10 +217,14 @@ class AlterTrainer:
         model = self.model
         router = model.question_router
         fit_router = router is not None and not router.fitted
+        if fit_router and not router.calibration:     # a fresh router: its unit is the chat's last user turn
+            router.turn_marker = user_turn_marker(self.tokenizer) if self.config.route_unit == "turn" else None
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
-        todo = [i for i in order if (need_entropy and self.items[i].position_entropy is None) or fit_router]
+        router_only = self._router_only_rows() if fit_router else set()
+        todo = [i for i in order if i not in router_only
+                and ((need_entropy and self.items[i].position_entropy is None) or fit_router)]
         features: Dict[int, torch.Tensor] = {}
         for s in tqdm(range(0, len(todo), bs), desc="base pass", disable=not self._show_progress(), leave=False):
             idx = todo[s:s + bs]
@@ -230,25 +235,62 @@ class AlterTrainer:
             k = self.config.struct_kl_top_k if self._kl_top_k() else 0
             ent, feats, targets = model.training_inputs(ids, mask, kl_top_k=k)
             ent = ent.float().cpu()
-            if fit_router and feats is not None:     # the router matches prompt tokens (what generate sees)
+            if fit_router and feats is not None:     # the banks hold the routing unit's tokens (what generate reads)
+                lengths = torch.tensor([self.items[i].encoded.prompt_length for i in idx], device=ids.device)
+                unit = model.routing_units(ids, mask, lengths)[0]
                 for j, i in enumerate(idx):
-                    features[i] = feats[j, :self.items[i].encoded.prompt_length].float().cpu()
+                    features[i] = feats[j][unit[j]].float().cpu()
             if need_entropy:
                 for j, i in enumerate(idx):
                     n = len(self.items[i].encoded.input_ids)
                     self.items[i].position_entropy = ent[j, :n].clone()
                     if targets is not None:
                         self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
+        if router_only:
+            features.update(self._router_only_features([i for i in order if i in router_only], bs))
         if fit_router:
             self._fit_question_router(features)
         if not need_entropy:
             return torch.empty(0)
         answer = []
         for it in self.items:
+            if it.position_entropy is None:          # a retain row that only fed the router's bank
+                continue
             labels = torch.tensor(it.encoded.labels)
             sel = labels[1:] != IGNORE_INDEX
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
+
+    def _router_only_rows(self) -> set:
+        """The rows whose only use is the question router's bank: the retain rows, when nothing trains on
+        them (question router, phase I off, no retain anchors in phase II, no centroid init). They need
+        their prompt's features at the router's block, not entropies or KL targets (docs/method.md §4)."""
+        cfg = self.config
+        if (self.model.question_router is None or (cfg.phase1_epochs > 0 and cfg.token_entropy)
+                or cfg.anchor_per_forget > 0 or cfg.init == "centroid"):
+            return set()
+        return {i for i, it in enumerate(self.items) if it.domain_id == 0}
+
+    def _router_only_features(self, rows: List[int], bs: int) -> Dict[int, torch.Tensor]:
+        """The routing unit's features of each row's prompt, from a base pass cut at the router's block."""
+        model = self.model
+        out: Dict[int, torch.Tensor] = {}
+        for s in tqdm(range(0, len(rows), bs), desc="router features", disable=not self._show_progress(),
+                      leave=False):
+            idx = rows[s:s + bs]
+            prompts = []
+            for i in idx:
+                e = self.items[i].encoded
+                prompts.append(EncodedExample(e.input_ids[:e.prompt_length], e.labels[:e.prompt_length],
+                                              e.prompt_length))
+            batch = collate(prompts, self._pad())
+            ids = batch["input_ids"].to(model.device)
+            mask = batch["attention_mask"].to(model.device)
+            feats = model.router_features(ids, mask)
+            unit = model.routing_units(ids, mask)[0]
+            for j, i in enumerate(idx):
+                out[i] = feats[j][unit[j]].float().cpu()
+        return out
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
         """Banks and threshold from the training prompts; each forget item's held-out strength.
