@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.compare.settings import ALL_METHODS, CompareSettings
-from alter.compare.table import columns_for, pareto_front, to_csv, to_markdown
+from alter.compare.table import columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv, to_markdown
 from alter.compare.tuning import average_seeds, floor_of, select
 from alter.compare.variants import parse_spec
 
@@ -136,6 +136,11 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
         row["pareto"] = row["method"] in front
         row["pareto_forget_quality"] = row["method"] in front_fq
     table = to_markdown(rows)
+    for title, extra in (("Prompt variants (leak 0: as never taught, 1: as taught)", robustness_markdown(rows)),
+                         ("Question router: share of each kind of question sent to a forget expert",
+                          routing_markdown(rows))):
+        if extra:
+            table += f"\n\n{title}:\n\n{extra}"
     alter_io.atomic_write_bytes(out_dir / "compare_table.md", (table + "\n").encode())
     alter_io.atomic_write_bytes(out_dir / "compare_table.csv", to_csv(rows).encode())
     from alter.plots import bar_charts, front_plot

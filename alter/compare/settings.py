@@ -43,6 +43,8 @@ class CompareSettings:
     max_new_tokens: int = 24
     eval_batch_size: int = 16
     eval_lean: bool = False              # score forget, retain and never-taught generations only (the tuning sweep)
+    eval_robustness: int = 0             # TOFU: forget and retain questions answered under each prompt variant
+                                         # (alter.eval.robustness; 0: no robustness table)
     methods: List[str] = field(default_factory=lambda: list(ALL_METHODS))
     method_lr: Dict[str, float] = field(default_factory=lambda: {
         "ga": 2e-5, "graddiff": 2e-5, "kl": 2e-5, "npo": 2e-5, "npo_gd": 2e-5, "npo_kl": 2e-5, "rl": 2e-5,
@@ -67,7 +69,7 @@ TOFU_AUTHORS = {"retain": list(range(10)), "tune": list(range(180, 185)), "repor
 # ALTER and asymlora run at their own phase II cap (AlterConfig.phase2_epochs; the stop rule ends them
 # first at their default rate), the baselines at unlearn_epochs (a fixed length)
 TOFU = dict(dataset="tofu", finetune_epochs=5.0, finetune_lr=5e-4, eval_retain_per_author=3, eval_general=25,
-            eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40,
+            eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40, eval_robustness=12,
             alter={"phase2_epochs": AlterConfig().phase2_epochs})
 
 # (a smoke run: every method, ALTER included, at unlearn_epochs)

@@ -87,3 +87,54 @@ def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", u
         if not dominated:
             front.append(name)
     return front
+
+
+def robustness_markdown(rows: Sequence[Dict], taught: str = "finetune", never: str = "retain") -> str:
+    """The robustness table (alter.eval.robustness): per method and prompt variant, the forget leak
+    ``(method - never) / (taught - never)`` of ROUGE-L recall and the retain change ``method - taught``;
+    empty without the taught and never-taught rows."""
+    by = {r["method"]: r for r in rows}
+    if taught not in by or never not in by:
+        return ""
+    variants = [k.split(":", 1)[1] for k in by[taught] if k.startswith("robust_forget:")]
+    if not variants:
+        return ""
+    t, n = by[taught], by[never]
+    head = "| method | " + " | ".join(f"forget leak: {v}" for v in variants) + " | " + \
+        " | ".join(f"retain Δ: {v}" for v in variants) + " |"
+    lines = [head, "|---" * (2 * len(variants) + 1) + "|"]
+    for r in rows:
+        cells = []
+        for v in variants:
+            key = f"robust_forget:{v}"
+            span = (t.get(key) or 0.0) - (n.get(key) or 0.0)
+            cells.append("-" if r.get(key) is None or span <= 1e-6 else f"{(r[key] - n[key]) / span:.2f}")
+        for v in variants:
+            key = f"robust_retain:{v}"
+            cells.append("-" if r.get(key) is None or t.get(key) is None else f"{r[key] - t[key]:+.3f}")
+        name = r["method"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def routing_markdown(rows: Sequence[Dict]) -> str:
+    """The question router's confusion per question kind: the share routed to a forget expert (and, for
+    forget questions, to its own author's expert); rows of methods with a question router only."""
+    kinds = []
+    for r in rows:
+        kinds += [k.split(":", 1)[1] for k in r if k.startswith("routed_forget:") and not k.endswith("_sd")
+                  and k.split(":", 1)[1] not in kinds]
+    if not kinds:
+        return ""
+    head = "| method | " + " | ".join(f"{k} → forget" for k in kinds) + " |"
+    lines = [head, "|---" * (len(kinds) + 1) + "|"]
+    for r in rows:
+        if not any(f"routed_forget:{k}" in r for k in kinds):
+            continue
+        cells = []
+        for k in kinds:
+            v, own = r.get(f"routed_forget:{k}"), r.get(f"routed_own:{k}")
+            cells.append("-" if v is None else f"{v:.3f}" + (f" (own {own:.3f})" if own is not None else ""))
+        name = r["method"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -184,6 +184,62 @@ def _extra_sets(model, tok, s: CompareSettings, data: CompareData, progress: boo
     return out
 
 
+def _spread(examples: list, n: int) -> list:
+    """``n`` examples spread evenly over the list (every author of a TOFU set gets its share)."""
+    return examples[::max(1, len(examples) // n)][:n] if n else []
+
+
+def _robustness_columns(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:
+    """``robust_<side>:<variant>``: mean ROUGE-L recall of the answers under each prompt variant
+    (:mod:`alter.eval.robustness`); the table turns them into leaks against finetune and retain."""
+    if s.dataset != "tofu" or not s.eval_robustness:
+        return {}
+    from alter.eval.robustness import evaluate_robustness
+
+    r = evaluate_robustness(model, tok, _spread(data.forget_eval, s.eval_robustness),
+                            _spread(data.retain_eval, s.eval_robustness), data.world_facts,
+                            forget_pool=data.forget, retain_pool=data.retain, system_prompt=s.system_prompt,
+                            max_new_tokens=s.max_new_tokens, batch_size=s.eval_batch_size, progress=progress)
+    out = {f"robust_{side}:{v}": value for side in ("forget", "retain") for v, value in r[side].items()}
+    out["robustness_generations"] = r["generations"]
+    return out
+
+
+def _routing_columns(model, tok, s: CompareSettings, data: CompareData) -> Dict:
+    """``routed_forget:<kind>``: the share of each kind of question the question router sends to a forget
+    expert (``routed_own:forget*``: to the expert of its own author). Empty for other models."""
+    router = getattr(model, "question_router", None)
+    if s.dataset != "tofu" or router is None or not router.fitted:
+        return {}
+    from alter.data.prompts import collate, encode_qa, pad_id
+
+    kinds = {"forget": data.forget, "forget_reworded": data.forget_reworded, "retain": data.retain,
+             "retain_reworded": data.retain_reworded, "never_taught": data.holdout,
+             "world_facts": data.world_facts, "real_authors": data.real_authors}
+    out: Dict = {}
+    for kind, exs in kinds.items():
+        if not exs:
+            continue
+        routed = own = 0
+        for start in range(0, len(exs), s.eval_batch_size):
+            chunk = exs[start:start + s.eval_batch_size]
+            enc = [encode_qa(tok, e.question, "", system_prompt=s.system_prompt) for e in chunk]
+            batch = collate(enc, pad_id(tok))
+            lengths = torch.tensor([e.prompt_length for e in enc])
+            with torch.no_grad():
+                u = model.route_questions(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device),
+                                          lengths.to(model.device))[1]
+            chosen = u[:, 1:].max(dim=1)
+            to_forget = (chosen.values > -1e3).cpu()
+            routed += int(to_forget.sum())
+            for e, f, k in zip(chunk, to_forget.tolist(), chosen.indices.tolist()):
+                own += bool(f) and e.domain in model.domains and model.domain_index(e.domain) == 1 + k
+        out[f"routed_forget:{kind}"] = routed / len(exs)
+        if kind.startswith("forget"):
+            out[f"routed_own:{kind}"] = own / len(exs)
+    return out
+
+
 def _option_accuracy(result: Dict) -> Optional[float]:
     """Share of items whose answer has a lower mean NLL than every one of its wrong options."""
     pairs = [(m, p) for m, p in zip(result["avg_nll_per_item"], result.get("perturbed_avg_nll_per_item") or [])
@@ -230,6 +286,8 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
     if ref_probs and probs:
         from alter.eval.metrics.tofu import forget_quality
         extra["forget_probability_ks_p"] = forget_quality(probs, ref_probs)["forget_quality"]
+    extra.update(_robustness_columns(model, tok, s, data, progress))
+    extra.update(_routing_columns(model, tok, s, data))
     del model
     judge, judge_tok = model_loading.load(s.model)                  # the original model judges fluency
     sets = tofu.get("sets", {})
@@ -246,7 +304,8 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
         **efficiency, "total_seconds": round(time.time() - t0, 1),
         **{k: v for k, v in extra.items() if not isinstance(v, (list, dict))},
     }
-    return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats")}
+    return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats"),
+            "robustness_generations": extra.get("robustness_generations")}
 
 
 def main(argv=None) -> int:
