@@ -67,12 +67,12 @@ def test_unknown_variants_are_named(tiny_tokenizer):
 
 
 def test_evaluate_robustness_scores_every_variant_on_a_model(tiny_tokenizer, tiny_llama):
-    r = evaluate_robustness(tiny_llama, tiny_tokenizer, FORGET[:2], RETAIN[:2], WORLD,
+    r = evaluate_robustness(tiny_llama, tiny_tokenizer, FORGET[:2], RETAIN, WORLD,
                             variants=("trained", "after_forget_turn", "follow_up"), max_new_tokens=3,
                             progress=False)
     assert set(r["forget"]) == {"trained", "follow_up"}              # one forget author: no other one to ask first
     assert set(r["retain"]) == {"trained", "after_forget_turn", "follow_up"}
-    assert r["counts"]["retain"]["follow_up"] == 1                    # Di Mann has no name found: skipped
+    assert r["counts"]["retain"]["follow_up"] == 2                    # Di Mann has no name found: skipped
     assert all(0.0 <= v <= 1.0 for side in ("forget", "retain") for v in r[side].values())
 
 
