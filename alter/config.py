@@ -59,6 +59,8 @@ class AlterConfig:
                            "held-out forget and retain questions right, block 8 sends no never-taught one to a "
                            "forget expert)")
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
+    router_evidence_tokens: int = _f(1, "question router: a question's score for a forget domain is the mean of its m "
+                                     "strongest token evidences (1: the strongest token alone; docs/method.md §3)")
     route_unit: str = _f("turn", "what the question router reads: 'turn' (the prompt's last user turn, found from the "
                          "tokenizer's chat template; the whole prompt without one) or 'prompt' (every prompt token); "
                          "never the answer (docs/method.md §3)", choices=("turn", "prompt"))
@@ -212,6 +214,8 @@ class AlterConfig:
             bad("struct_tokens", "must be 'all', 'answer' or 'non_hinge'")
         if self.router not in ("question", "token"):
             bad("router", "must be 'question' or 'token'")
+        if int(self.router_evidence_tokens) != self.router_evidence_tokens or self.router_evidence_tokens < 1:
+            bad("router_evidence_tokens", "must be a positive integer")
         if self.route_unit not in ("turn", "prompt"):
             bad("route_unit", "must be 'turn' or 'prompt'")
         if self.hinge_tokens not in ("content", "all"):

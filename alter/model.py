@@ -79,7 +79,8 @@ class AlterModel(nn.Module):
             if hidden is None:
                 raise ValueError("router='question' needs model.config.hidden_size; use router='token' for this model")
             self.question_router = QuestionRouter(len(config.domains), int(hidden),
-                                                  resolve_layer(model, config.router_layer))
+                                                  resolve_layer(model, config.router_layer),
+                                                  evidence_tokens=config.router_evidence_tokens)
 
     # ------------------------------------------------------------------ delegation
     def __getattr__(self, name: str):

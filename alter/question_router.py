@@ -100,8 +100,12 @@ def _best_match(feats: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> t
 class QuestionRouter(nn.Module):
     """Token-feature banks per domain, a calibrated threshold, and the per-question decision."""
 
-    def __init__(self, num_domains: int, dim: int, layer: int, threshold: float = 0.0, spread: float = 1.0):
+    def __init__(self, num_domains: int, dim: int, layer: int, threshold: float = 0.0, spread: float = 1.0,
+                 evidence_tokens: int = 1):
         super().__init__()
+        if int(evidence_tokens) != evidence_tokens or evidence_tokens < 1:
+            raise ValueError(f"evidence_tokens must be a positive integer, got {evidence_tokens}")
+        self.evidence_tokens = int(evidence_tokens)
         if num_domains < 1:
             raise ValueError(f"num_domains must be >= 1, got {num_domains}")
         self.layer = int(layer)
@@ -164,13 +168,15 @@ class QuestionRouter(nn.Module):
 
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
-                "calibration": self.calibration, "turn_marker": self.turn_marker}
+                "calibration": self.calibration, "turn_marker": self.turn_marker,
+                "evidence_tokens": self.evidence_tokens}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
         self.threshold = float(saved["threshold"])
         self.spread = float(saved["spread"])
         self.calibration = saved.get("calibration", {})
+        self.evidence_tokens = int(saved.get("evidence_tokens", 1))   # adapters before it: the maximum
         marker = saved.get("turn_marker")          # adapters saved before turn routing: the whole prompt
         self.turn_marker = [int(i) for i in marker] if marker else None
 
@@ -186,7 +192,7 @@ class QuestionRouter(nn.Module):
             else token_mask.reshape(-1).to(dev).bool()
         for bank in self.banks[1:]:
             ev = (_best_match(feats, bank.to(dev)) - retain).masked_fill(~valid, float("-inf"))
-            out.append(ev.view(B, T).amax(dim=1))
+            out.append(top_mean(ev.view(B, T), self.evidence_tokens))
         if not out:
             return torch.zeros(B, 0, device=dev)
         return torch.stack(out, dim=1)
@@ -260,7 +266,7 @@ class QuestionRouter(nn.Module):
                 sims[:, owners[k] == i] = float("-inf")
                 best.append(sims.amax(dim=1).clamp(min=-1.0) if sims.shape[1] else torch.full((feats.shape[0],), -1.0))
             for k in range(1, K):
-                loo[i, k - 1] = (best[k] - best[0]).max()
+                loo[i, k - 1] = top_mean((best[k] - best[0])[None], self.evidence_tokens)[0]
         domains_t = torch.as_tensor(list(domains))
         own = torch.where(domains_t > 0, loo.gather(1, (domains_t.clamp(min=1) - 1).unsqueeze(1)).squeeze(1),
                           loo.max(dim=1).values if K > 1 else torch.zeros(len(features)))
@@ -285,6 +291,18 @@ class QuestionRouter(nn.Module):
             s = self.loo_scores[forget].gather(1, (d[forget] - 1).unsqueeze(1)).squeeze(1)
             z[forget] = ((s - self.threshold) / self.spread).clamp(low, high)
         return z
+
+
+def top_mean(evidence: torch.Tensor, m: int) -> torch.Tensor:
+    """``[B]``: the mean of each row's ``m`` largest evidences ``[B, T]`` (``-inf`` marks tokens outside
+    the unit; a row with fewer than ``m`` tokens averages the ones it has). ``m = 1``: the maximum."""
+    if m == 1:
+        return evidence.amax(dim=1)
+    top = evidence.topk(min(m, evidence.shape[1]), dim=1).values
+    finite = torch.isfinite(top)
+    total = torch.where(finite, top, torch.zeros_like(top)).sum(dim=1)
+    count = finite.sum(dim=1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("-inf")))
 
 
 def _best_threshold(forget: torch.Tensor, retain: torch.Tensor):

@@ -2,8 +2,8 @@
 
 TOFU (``locuslab/TOFU``) asks 20 questions about each of 200 invented authors; a model is fine-tuned
 on all of them and must then forget 1%, 5% or 10% of the authors. This module builds the same kind
-of data without the hub, small enough for a 2-core CPU demo (MEASURED_CPU.md: SmolLM2 memorises ~300
-short QA pairs in ~11 minutes), with short answers (1-8 words) that state the fact and nothing else:
+of data without the hub, small enough for a 2-core CPU demo (measured: SmolLM2 memorises ~300
+short QA pairs in ~11 minutes on 2 cores), with short answers (1-8 words) that state the fact and nothing else:
 an answer that restates the question ("X was born in ...") scores ROUGE-L recall ~0.75 even when its
 fact is wrong, which would hide whether a model knows (or has forgotten) the fact.
 

@@ -3,7 +3,7 @@
 Used to make a model *know* a dataset before anything can be unlearned (the demo's first
 step, the ``finetune`` model of the comparison) and to train the ``retain`` gold-standard
 model on the retain set alone. AdamW with linear warm-up and linear decay to 0
-(MEASURED_CPU.md: lr 2e-4 x 5 epochs with 10% warm-up memorised author QA to ROUGE-L 0.97).
+(measured: lr 2e-4 x 5 epochs with 10% warm-up memorised author QA to ROUGE-L 0.97).
 
 Two options make a step cheaper on a CPU without changing what is learnt from:
 - ``trainable="upper"`` trains the upper half of the transformer blocks (and the final norm):

@@ -26,7 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from scipy.special import logsumexp
-from scipy.stats import ks_2samp
+from scipy.stats import hmean, ks_2samp
 
 #: The nine numbers whose harmonic mean is TOFU's model utility, in TOFU's order of sets
 #: (``configs/eval/tofu_metrics/model_utility.yaml`` in open-unlearning lists the same nine).
@@ -123,16 +123,14 @@ def forget_quality(unlearned_truth_ratios: Sequence[float], retain_truth_ratios:
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
-    """Harmonic mean as ``scipy.stats.hmean`` (used by TOFU ``get_model_utility`` and
-    open-unlearning ``hm_aggregate``): ``n / sum(1/v)``, and 0 when any value is 0."""
+    """``scipy.stats.hmean`` with named errors (used by TOFU ``get_model_utility`` and open-unlearning
+    ``hm_aggregate``): ``n / sum(1/v)``, and 0 when any value is 0."""
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         raise ValueError("harmonic_mean of no values")
     if np.any(v < 0):
         raise ValueError(f"harmonic_mean is defined for non-negative values, got {v.tolist()}")
-    if np.any(v == 0):
-        return 0.0
-    return float(v.size / np.sum(1.0 / v))
+    return float(hmean(v))          # 0 when any value is 0
 
 
 def model_utility(components: Mapping[str, Optional[float]]) -> Dict[str, object]:
