@@ -59,8 +59,10 @@ class AlterConfig:
                            "held-out forget and retain questions right, block 8 sends no never-taught one to a "
                            "forget expert)")
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
-    router_evidence_tokens: int = _f(1, "question router: a question's score for a forget domain is the mean of its m "
+    router_evidence_tokens: int = _f(3, "question router: a question's score for a forget domain is the mean of its m "
                                      "strongest token evidences (1: the strongest token alone; docs/method.md §3)")
+    route_follow_ups: bool = _f(True, "with route_unit='turn': a last turn that names no one and refers back ('What "
+                                "else did this author write?') takes the decision of the turn before it (docs/method.md §3)")
     route_unit: str = _f("turn", "what the question router reads: 'turn' (the prompt's last user turn, found from the "
                          "tokenizer's chat template; the whole prompt without one) or 'prompt' (every prompt token); "
                          "never the answer (docs/method.md §3)", choices=("turn", "prompt"))

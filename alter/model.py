@@ -254,7 +254,7 @@ class AlterModel(nn.Module):
         router = self.question_router
         if router is None or not router.fitted:
             return None
-        return router.unit_logits(features, self.routing_units(input_ids, attention_mask, prompt_lengths))
+        return router.unit_logits(features, self.routing_units(input_ids, attention_mask, prompt_lengths), input_ids)
 
     def route_questions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                         prompt_lengths: Optional[torch.Tensor] = None):

@@ -120,6 +120,9 @@ class QuestionRouter(nn.Module):
         # token ids opening a user turn of the chat template (alter.routing_unit.user_turn_marker): the
         # routing unit is the prompt's last user turn; None: the whole prompt (no chat template known)
         self.turn_marker: Optional[List[int]] = None
+        # token ids of referring words (alter.routing_unit.referring_token_ids): a last turn with no subject
+        # of its own and one of them takes the earlier turn's decision; None: the last turn alone decides
+        self.referring_ids: Optional[List[int]] = None
 
     # ------------------------------------------------------------------ banks
     @property
@@ -169,7 +172,7 @@ class QuestionRouter(nn.Module):
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
                 "calibration": self.calibration, "turn_marker": self.turn_marker,
-                "evidence_tokens": self.evidence_tokens}
+                "evidence_tokens": self.evidence_tokens, "referring_ids": self.referring_ids}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
@@ -179,23 +182,29 @@ class QuestionRouter(nn.Module):
         self.evidence_tokens = int(saved.get("evidence_tokens", 1))   # adapters before it: the maximum
         marker = saved.get("turn_marker")          # adapters saved before turn routing: the whole prompt
         self.turn_marker = [int(i) for i in marker] if marker else None
+        refs = saved.get("referring_ids")
+        self.referring_ids = [int(i) for i in refs] if refs else None
 
     # ------------------------------------------------------------------ scoring
-    def scores(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[B, K]``: per forget domain, the largest per-token evidence ``e_k(t)`` over real tokens."""
+    def _evidence(self, features: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``[K, B, T]``: ``e_k(t)`` of every token, ``-inf`` outside ``token_mask``."""
         B, T, d = features.shape
         feats = _normalise(features.reshape(B * T, d))
         dev = feats.device
         retain = _best_match(feats, self.banks[0].to(dev))
-        out = []
         valid = torch.ones(B * T, dtype=torch.bool, device=dev) if token_mask is None \
             else token_mask.reshape(-1).to(dev).bool()
-        for bank in self.banks[1:]:
-            ev = (_best_match(feats, bank.to(dev)) - retain).masked_fill(~valid, float("-inf"))
-            out.append(top_mean(ev.view(B, T), self.evidence_tokens))
-        if not out:
-            return torch.zeros(B, 0, device=dev)
-        return torch.stack(out, dim=1)
+        out = [(_best_match(feats, bank.to(dev)) - retain).masked_fill(~valid, float("-inf")).view(B, T)
+               for bank in self.banks[1:]]
+        return torch.stack(out) if out else torch.zeros(0, B, T, device=dev)
+
+    def scores(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, K]``: per forget domain, the mean of the ``evidence_tokens`` largest per-token evidences
+        ``e_k(t)`` over the masked tokens (``evidence_tokens=1``: the largest)."""
+        ev = self._evidence(features, token_mask)
+        if ev.shape[0] == 0:
+            return torch.zeros(features.shape[0], 0, device=ev.device)
+        return torch.stack([top_mean(e, self.evidence_tokens) for e in ev], dim=1)
 
     def logits_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """``[B, 1+K]`` router logits: 0 for retain, ``z_k`` for the chosen forget expert, EXCLUDED else."""
@@ -212,10 +221,38 @@ class QuestionRouter(nn.Module):
     def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.logits_from_scores(self.scores(features, token_mask))
 
-    def unit_logits(self, features: torch.Tensor, units: Sequence[torch.Tensor]) -> torch.Tensor:
+    def unit_logits(self, features: torch.Tensor, units: Sequence[torch.Tensor],
+                    input_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, 1+K]`` router logits of each sequence from its routing units (last user turn first,
-        :func:`alter.routing_unit.turn_masks`): the last turn decides (docs/method.md §3)."""
-        return self.logits(features, units[0])
+        :func:`alter.routing_unit.turn_masks`; docs/method.md §3).
+
+        The last turn decides, unless it refers back: no forget evidence above the threshold, no retain
+        evidence above it either (the mean of the ``evidence_tokens`` most retain-specific tokens: a
+        retain author named), and a referring word (``referring_ids``: "this", "they", "her", ...). Such
+        a turn ("What else did this author write?") takes the decision of the turn before it, which may
+        itself refer back. Without ``referring_ids`` or ``input_ids`` the last turn alone decides."""
+        decided = self.logits(features, units[0])
+        if not self.referring_ids or input_ids is None or len(units) < 2 or self.num_domains < 2:
+            return decided
+        refs = torch.as_tensor(self.referring_ids, device=input_ids.device)
+        pending = self._refers_back(features, units[0], input_ids, refs, decided)
+        for unit in units[1:]:
+            if not bool(pending.any()):
+                break
+            earlier = self.logits(features, unit)
+            decided = torch.where(pending[:, None].to(decided.device), earlier, decided)
+            pending = pending & self._refers_back(features, unit, input_ids, refs, earlier)
+        return decided
+
+    def _refers_back(self, features, unit, input_ids, refs, logits) -> torch.Tensor:
+        """``[B]``: the unit names no subject of its own (not routed to a forget expert, no retain author
+        named) and holds a referring word."""
+        ev = self._evidence(features, unit)                                   # [K, B, T]
+        retain_side = top_mean((-ev.amax(dim=0)).masked_fill(~unit.to(ev.device), float("-inf")),
+                               self.evidence_tokens)
+        refers = (torch.isin(input_ids, refs) & unit).any(dim=1)
+        unrouted = (logits[:, 1:] <= EXCLUDED / 2).all(dim=1)
+        return refers.to(ev.device) & unrouted.to(ev.device) & ~(retain_side > self.threshold) & unit.any(dim=1).to(ev.device)
 
     @staticmethod
     def forced_logits(domain: torch.Tensor, strength: torch.Tensor, num_domains: int) -> torch.Tensor:

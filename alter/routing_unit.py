@@ -64,6 +64,25 @@ def user_turn_marker(tokenizer) -> Optional[List[int]]:
     return [int(i) for i in ids] or None
 
 
+# English words by which a turn refers back to someone named earlier ("What else did this author write?");
+# "it" and "that" are left out: most questions use them without referring to a person
+REFERRING_WORDS = ("this", "these", "those", "they", "them", "their", "theirs", "he", "him", "his", "she", "her",
+                   "hers")
+
+
+def referring_token_ids(tokenizer, words: Sequence[str] = REFERRING_WORDS) -> List[int]:
+    """The ids of ``words`` that the tokenizer keeps as one token, in lower case and capitalised, with and
+    without a leading space (how they appear inside and at the start of a question)."""
+    ids = set()
+    for w in words:
+        for form in (w, w.capitalize()):
+            for text in (form, " " + form):
+                toks = tokenizer(text, add_special_tokens=False)["input_ids"]
+                if len(toks) == 1:
+                    ids.add(int(toks[0]))
+    return sorted(ids)
+
+
 def prompt_lengths_from_labels(labels: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``[B]``: the number of real tokens before each row's first labelled token (``labels != -100``).
 

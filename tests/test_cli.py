@@ -1,6 +1,7 @@
 """alter-train: flags for every hyperparameter, config precedence, one-line errors for bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -121,3 +122,24 @@ def test_alter_flags_reach_the_comparisons_alter_runs(monkeypatch, tmp_path, cap
     assert cli.main(["--demo", "--compare", "--output", str(tmp_path / "o")]) == 0 and seen["s"].alter == {}
     code, _, err = _run(["--demo", "--compare", "--q", "-1", "--output", str(tmp_path / "o")], capsys)
     assert code == 2 and "AlterConfig.q" in err
+
+
+def test_progress_bars_redraw_rarely_off_a_terminal(monkeypatch):
+    import io
+
+    from alter.cli.progress import quiet_progress_off_terminal
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    quiet_progress_off_terminal(io.StringIO())                 # a log file: at most one redraw a minute
+    assert os.environ["TQDM_MININTERVAL"] == "60"
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")
+    quiet_progress_off_terminal(io.StringIO())                 # the user's own setting wins
+    assert os.environ["TQDM_MININTERVAL"] == "5"
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("TQDM_MININTERVAL")
+    quiet_progress_off_terminal(Terminal())                    # a terminal: tqdm's own defaults
+    assert "TQDM_MININTERVAL" not in os.environ

@@ -161,3 +161,34 @@ def test_an_earlier_forget_turn_does_not_route_a_later_retain_question(chat_mode
     # a system prompt never seen in training is in no unit: it cannot route anything
     assert not _routed_to_forget(turn, tok, [], "Who is Cy?", system="Be brief, you are a librarian.")
     assert _routed_to_forget(turn, tok, [], "Who is Ana?", system="Be brief, you are a librarian.")
+
+
+def test_a_follow_up_that_refers_back_takes_the_earlier_turns_route(chat_models, tiny_tokenizer):
+    """A last turn with no subject of its own and a referring word inherits; one that names someone, or
+    has no referring word, decides for itself. (The tiny character tokenizer has no one-token English
+    pronoun, so "~" stands for one here.)"""
+    tok, model = tiny_tokenizer, chat_models["turn"]
+    router = model.question_router
+    saved = router.referring_ids
+    try:
+        router.referring_ids = [tok.convert_tokens_to_ids("~")]
+        ana, cy = ("Who is Ana?", "Ana paints blue owls at night."), ("Who is Cy?", "Cy sells red cars in town.")
+        assert _routed_to_forget(model, tok, [ana], "Who is ~?")                         # refers back to Ana
+        assert _routed_to_forget(model, tok, [ana, ("Who is ~?", "A painter.")], "Who is ~?")   # two steps back
+        assert not _routed_to_forget(model, tok, [cy], "Who is ~?")                      # back to Cy: retain
+        assert not _routed_to_forget(model, tok, [ana], "Who is it?")                    # no referring word
+        assert not _routed_to_forget(model, tok, [ana], "Who is Cy, ~?")                 # names a retain author
+        assert not _routed_to_forget(model, tok, [], "Who is ~?")                        # nothing to refer to
+        router.referring_ids = None                                                       # off: the turn alone
+        assert not _routed_to_forget(model, tok, [ana], "Who is ~?")
+    finally:
+        router.referring_ids = saved
+
+
+def test_referring_words_are_found_as_single_tokens():
+    from alter.routing_unit import referring_token_ids
+    from tests.helpers import make_tiny_tokenizer
+
+    assert referring_token_ids(make_tiny_tokenizer()) == []                  # characters only: none is one token
+    assert referring_token_ids(make_tiny_tokenizer(), words=("a",)) == sorted(
+        {make_tiny_tokenizer().convert_tokens_to_ids(c) for c in ("a", "A")})

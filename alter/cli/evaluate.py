@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from alter.cli.options import DTYPES, UsageError
+from alter.cli.progress import quiet_progress_off_terminal
 
 BENCHMARKS = ("tofu", "wmdp", "mmlu", "muse", "qa")
 DEFAULT_DATA = {
@@ -183,6 +184,7 @@ def _scalars(results: Dict, prefix: str = "") -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_progress_off_terminal()
     try:
         t0 = time.time()
         model, tokenizer = load_model_with_adapter(args.model, args.adapter, args.device, args.dtype)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from alter.cli.options import DTYPES, UsageError, add_config_flags, build_config, config_overrides
+from alter.cli.progress import quiet_progress_off_terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +210,7 @@ def run_comparison(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_progress_off_terminal()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -42,7 +42,7 @@ from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
 from alter.entropy import is_high, resolve_theta, shift_entropy
 from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
-from alter.routing_unit import user_turn_marker
+from alter.routing_unit import referring_token_ids, user_turn_marker
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.early_stop import EarlyStop
@@ -219,6 +219,8 @@ class AlterTrainer:
         fit_router = router is not None and not router.fitted
         if fit_router and not router.calibration:     # a fresh router: its unit is the chat's last user turn
             router.turn_marker = user_turn_marker(self.tokenizer) if self.config.route_unit == "turn" else None
+            router.referring_ids = (referring_token_ids(self.tokenizer)
+                                    if router.turn_marker and self.config.route_follow_ups else None)
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
