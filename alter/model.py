@@ -246,15 +246,57 @@ class AlterModel(nn.Module):
     def question_router_logits(self, features: torch.Tensor, input_ids: torch.Tensor,
                                attention_mask: Optional[torch.Tensor] = None,
                                prompt_lengths: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-        """``[B, E]`` router logits of each sequence from its base features and its routing units (see
-        :mod:`alter.question_router` and :meth:`routing_units`).
+        """``[B, E]`` router logits of each sequence from its routing units (see :mod:`alter.question_router`
+        and :meth:`routing_units`). With an isolating router (``route_unit="turn"``) each unit's features
+        come from a pass over the unit alone (:meth:`unit_parts`), else from ``features``.
 
         None while the question router has no banks (a model not trained yet): then every layer
         routes with its own router, as with ``router="token"``."""
         router = self.question_router
         if router is None or not router.fitted:
             return None
-        return router.unit_logits(features, self.routing_units(input_ids, attention_mask, prompt_lengths), input_ids)
+        units = self.routing_units(input_ids, attention_mask, prompt_lengths)
+        if not router.isolated:
+            return router.unit_logits(lambda i: (features, units[i], input_ids), len(units))
+        # a unit that is its row's whole prompt (a raw prompt, no turn header) has the features of the pass
+        # over the whole sequence already (causal attention): no second pass
+        whole = prompt_mask(attention_mask if attention_mask is not None else torch.ones_like(input_ids),
+                            prompt_lengths)
+
+        def part(i):
+            if torch.equal(units[i], whole):
+                return features, units[i], input_ids
+            return self.isolated_unit(input_ids, units[i])
+        return router.unit_logits(part, len(units))
+
+    def isolated_unit(self, input_ids: torch.Tensor, unit: torch.Tensor):
+        """``(features [B, L, d], mask [B, L], ids [B, L])``: each row's unit tokens moved to the front of a
+        batch of their own and run alone through the base model up to the router's block, so what came
+        before the unit (a system prompt, earlier turns) cannot change its features (docs/method.md §3).
+        A row without such a unit gets one masked-out placeholder token."""
+        B = input_ids.shape[0]
+        lengths = unit.sum(dim=1)
+        L = max(1, int(lengths.max()) if B else 1)
+        ids = torch.zeros(B, L, dtype=input_ids.dtype, device=input_ids.device)
+        mask = torch.zeros(B, L, dtype=torch.bool, device=input_ids.device)
+        rows = torch.arange(B, device=input_ids.device)[:, None].expand_as(unit)[unit]
+        cols = (unit.long().cumsum(dim=1) - 1)[unit]
+        ids[rows, cols] = input_ids[unit]
+        mask[rows, cols] = True
+        attention = mask.clone()
+        attention[lengths == 0, 0] = True                     # keeps an empty row's pass finite
+        return self.router_features(ids, attention.long()), mask, ids
+
+    def unit_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                      prompt_lengths: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """Per row, the features ``[n, d]`` of its routing unit (the last user turn of its prompt) as the
+        router reads them: what the router's banks are built from."""
+        unit = self.routing_units(input_ids, attention_mask, prompt_lengths)[0]
+        if self.question_router.isolated:
+            feats, mask, _ = self.isolated_unit(input_ids, unit)
+        else:
+            feats, mask = self.router_features(input_ids, attention_mask), unit
+        return [feats[b][mask[b]] for b in range(input_ids.shape[0])]
 
     def route_questions(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                         prompt_lengths: Optional[torch.Tensor] = None):

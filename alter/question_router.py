@@ -123,6 +123,9 @@ class QuestionRouter(nn.Module):
         # token ids of referring words (alter.routing_unit.referring_token_ids): a last turn with no subject
         # of its own and one of them takes the earlier turn's decision; None: the last turn alone decides
         self.referring_ids: Optional[List[int]] = None
+        # the unit's features come from a pass over the unit alone (AlterModel.isolated_unit), in the banks
+        # and at inference; False: from the pass over the whole sequence (adapters saved before)
+        self.isolated = False
 
     # ------------------------------------------------------------------ banks
     @property
@@ -172,7 +175,8 @@ class QuestionRouter(nn.Module):
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
                 "calibration": self.calibration, "turn_marker": self.turn_marker,
-                "evidence_tokens": self.evidence_tokens, "referring_ids": self.referring_ids}
+                "evidence_tokens": self.evidence_tokens, "referring_ids": self.referring_ids,
+                "isolated": self.isolated}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
@@ -182,6 +186,7 @@ class QuestionRouter(nn.Module):
         self.evidence_tokens = int(saved.get("evidence_tokens", 1))   # adapters before it: the maximum
         marker = saved.get("turn_marker")          # adapters saved before turn routing: the whole prompt
         self.turn_marker = [int(i) for i in marker] if marker else None
+        self.isolated = bool(saved.get("isolated", False))
         refs = saved.get("referring_ids")
         self.referring_ids = [int(i) for i in refs] if refs else None
 
@@ -221,27 +226,29 @@ class QuestionRouter(nn.Module):
     def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.logits_from_scores(self.scores(features, token_mask))
 
-    def unit_logits(self, features: torch.Tensor, units: Sequence[torch.Tensor],
-                    input_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[B, 1+K]`` router logits of each sequence from its routing units (last user turn first,
-        :func:`alter.routing_unit.turn_masks`; docs/method.md §3).
+    def unit_logits(self, part, count: int) -> torch.Tensor:
+        """``[B, 1+K]`` router logits of each sequence from its routing units, last user turn first
+        (:func:`alter.routing_unit.turn_masks`; docs/method.md §3). ``part(i)`` gives unit i as
+        ``(features [B, L, d], mask [B, L], token ids [B, L])``, made only when needed.
 
         The last turn decides, unless it refers back: no forget evidence above the threshold, no retain
         evidence above it either (the mean of the ``evidence_tokens`` most retain-specific tokens: a
         retain author named), and a referring word (``referring_ids``: "this", "they", "her", ...). Such
         a turn ("What else did this author write?") takes the decision of the turn before it, which may
-        itself refer back. Without ``referring_ids`` or ``input_ids`` the last turn alone decides."""
-        decided = self.logits(features, units[0])
-        if not self.referring_ids or input_ids is None or len(units) < 2 or self.num_domains < 2:
+        itself refer back. Without ``referring_ids`` the last turn alone decides."""
+        features, mask, ids = part(0)
+        decided = self.logits(features, mask)
+        if not self.referring_ids or count < 2 or self.num_domains < 2:
             return decided
-        refs = torch.as_tensor(self.referring_ids, device=input_ids.device)
-        pending = self._refers_back(features, units[0], input_ids, refs, decided)
-        for unit in units[1:]:
+        refs = torch.as_tensor(self.referring_ids, device=ids.device)
+        pending = self._refers_back(features, mask, ids, refs, decided)
+        for i in range(1, count):
             if not bool(pending.any()):
                 break
-            earlier = self.logits(features, unit)
+            features, mask, ids = part(i)
+            earlier = self.logits(features, mask)
             decided = torch.where(pending[:, None].to(decided.device), earlier, decided)
-            pending = pending & self._refers_back(features, unit, input_ids, refs, earlier)
+            pending = pending & self._refers_back(features, mask, ids, refs, earlier)
         return decided
 
     def _refers_back(self, features, unit, input_ids, refs, logits) -> torch.Tensor:

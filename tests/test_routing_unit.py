@@ -192,3 +192,19 @@ def test_referring_words_are_found_as_single_tokens():
     assert referring_token_ids(make_tiny_tokenizer()) == []                  # characters only: none is one token
     assert referring_token_ids(make_tiny_tokenizer(), words=("a",)) == sorted(
         {make_tiny_tokenizer().convert_tokens_to_ids(c) for c in ("a", "A")})
+
+
+def test_the_unit_is_read_alone_so_what_came_before_it_changes_nothing(chat_models, tiny_tokenizer):
+    """The router's features come from a pass over the unit alone: a system prompt or earlier turns before
+    the same last turn give exactly the same router logits."""
+    tok, model = tiny_tokenizer, chat_models["turn"]
+    assert model.question_router.isolated and not chat_models["prompt"].question_router.isolated
+
+    def logits(turns, question, system):
+        return model.route_questions(torch.tensor([_chat(tok, turns, question, system)]))[1]
+
+    for q in ("Who is Ana?", "Who is Cy?"):
+        alone = logits([], q, None)
+        assert torch.equal(alone, logits([], q, "Be brief, you are a librarian."))
+        assert torch.equal(alone, logits([("Who is Ana Li?", "Ana Li paints."), ("Who is Di?", "Di sells.")], q,
+                                         "Answer the question."))

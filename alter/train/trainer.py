@@ -211,9 +211,9 @@ class AlterTrainer:
                                  "entries: the tokenizer does not belong to this model")
 
     def _base_entropy_pass(self) -> torch.Tensor:
-        """Entropy at every position of every item (no grad, adapters off); returns the answer tokens'.
-
-        With a question router the same pass also fits it (:meth:`_fit_question_router`)."""
+        """Entropy (and KL targets) at every position of every item that trains (no grad, adapters off);
+        returns the answer tokens'. A question router is fitted from cut passes over the routing units
+        (:meth:`_unit_features`, :meth:`_fit_question_router`)."""
         model = self.model
         router = model.question_router
         fit_router = router is not None and not router.fitted
@@ -221,13 +221,12 @@ class AlterTrainer:
             router.turn_marker = user_turn_marker(self.tokenizer) if self.config.route_unit == "turn" else None
             router.referring_ids = (referring_token_ids(self.tokenizer)
                                     if router.turn_marker and self.config.route_follow_ups else None)
+            router.isolated = router.turn_marker is not None
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
-        router_only = self._router_only_rows() if fit_router else set()
-        todo = [i for i in order if i not in router_only
-                and ((need_entropy and self.items[i].position_entropy is None) or fit_router)]
-        features: Dict[int, torch.Tensor] = {}
+        router_only = self._router_only_rows()
+        todo = [i for i in order if i not in router_only and need_entropy and self.items[i].position_entropy is None]
         for s in tqdm(range(0, len(todo), bs), desc="base pass", disable=not self._show_progress(), leave=False):
             idx = todo[s:s + bs]
             batch = collate_items([self.items[i] for i in idx], self._pad())
@@ -235,23 +234,16 @@ class AlterTrainer:
             mask = batch["attention_mask"].to(model.device)
             # phase II's KL targets come from the same pass (no second base pass per example)
             k = self.config.struct_kl_top_k if self._kl_top_k() else 0
-            ent, feats, targets = model.training_inputs(ids, mask, kl_top_k=k)
+            ent, _, targets = model.training_inputs(ids, mask, kl_top_k=k)
             ent = ent.float().cpu()
-            if fit_router and feats is not None:     # the banks hold the routing unit's tokens (what generate reads)
-                lengths = torch.tensor([self.items[i].encoded.prompt_length for i in idx], device=ids.device)
-                unit = model.routing_units(ids, mask, lengths)[0]
-                for j, i in enumerate(idx):
-                    features[i] = feats[j][unit[j]].float().cpu()
             if need_entropy:
                 for j, i in enumerate(idx):
                     n = len(self.items[i].encoded.input_ids)
                     self.items[i].position_entropy = ent[j, :n].clone()
                     if targets is not None:
                         self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
-        if router_only:
-            features.update(self._router_only_features([i for i in order if i in router_only], bs))
-        if fit_router:
-            self._fit_question_router(features)
+        if fit_router:      # the banks hold the routing unit's features as generation reads them
+            self._fit_question_router(self._unit_features(order, bs))
         if not need_entropy:
             return torch.empty(0)
         answer = []
@@ -273,8 +265,9 @@ class AlterTrainer:
             return set()
         return {i for i, it in enumerate(self.items) if it.domain_id == 0}
 
-    def _router_only_features(self, rows: List[int], bs: int) -> Dict[int, torch.Tensor]:
-        """The routing unit's features of each row's prompt, from a base pass cut at the router's block."""
+    def _unit_features(self, rows: List[int], bs: int) -> Dict[int, torch.Tensor]:
+        """The routing unit's features of each row's prompt (:meth:`AlterModel.unit_features`), from base
+        passes cut at the router's block."""
         model = self.model
         out: Dict[int, torch.Tensor] = {}
         for s in tqdm(range(0, len(rows), bs), desc="router features", disable=not self._show_progress(),
@@ -288,10 +281,8 @@ class AlterTrainer:
             batch = collate(prompts, self._pad())
             ids = batch["input_ids"].to(model.device)
             mask = batch["attention_mask"].to(model.device)
-            feats = model.router_features(ids, mask)
-            unit = model.routing_units(ids, mask)[0]
-            for j, i in enumerate(idx):
-                out[i] = feats[j][unit[j]].float().cpu()
+            for i, f in zip(idx, model.unit_features(ids, mask)):
+                out[i] = f.float().cpu()
         return out
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
