@@ -84,7 +84,9 @@ def _misspell(name: str) -> str:
     return " ".join(parts[:-1] + [w])
 
 
-def _chat_ids(tokenizer, turns: Sequence[tuple], question: str, system: Optional[str], use_system: bool = True):
+def chat_ids(tokenizer, turns: Sequence[tuple], question: str, system: Optional[str], use_system: bool = True):
+    """Prompt ids of ``question`` after the ``(question, answer)`` exchanges ``turns``: the chat template
+    with ``system`` (none when ``use_system`` is False), or ``Question: ... Answer: ...`` lines without one."""
     if not has_chat_template(tokenizer):
         text = "".join(f"Question: {q}\nAnswer: {a}\n" for q, a in turns) + f"Question: {question}\nAnswer:"
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -103,26 +105,26 @@ def variant_prompt(tokenizer, variant: str, example, *, system_prompt: Optional[
     name = names.get(author_key(example))
     qa = lambda e: (str(field(e, "question")), str(field(e, "answer")))
     if variant == "trained":
-        return _chat_ids(tokenizer, [], q, system_prompt)
+        return chat_ids(tokenizer, [], q, system_prompt)
     if variant == "custom_system":
-        return _chat_ids(tokenizer, [], q, CUSTOM_SYSTEM)
+        return chat_ids(tokenizer, [], q, CUSTOM_SYSTEM)
     if variant == "no_system":
-        return _chat_ids(tokenizer, [], q, None, use_system=False)
+        return chat_ids(tokenizer, [], q, None, use_system=False)
     if variant == "instruction":
-        return _chat_ids(tokenizer, [], INSTRUCTION.format(q=q), system_prompt)
+        return chat_ids(tokenizer, [], INSTRUCTION.format(q=q), system_prompt)
     if variant == "lower":
-        return _chat_ids(tokenizer, [], q.lower(), system_prompt)
+        return chat_ids(tokenizer, [], q.lower(), system_prompt)
     if variant in ("surname", "misspelt", "follow_up"):
         if not name or name not in q:
             return None
         if variant == "surname":
-            return _chat_ids(tokenizer, [], q.replace(name, name.split()[-1]), system_prompt)
+            return chat_ids(tokenizer, [], q.replace(name, name.split()[-1]), system_prompt)
         if variant == "misspelt":
-            return _chat_ids(tokenizer, [], q.replace(name, _misspell(name)), system_prompt)
+            return chat_ids(tokenizer, [], q.replace(name, _misspell(name)), system_prompt)
         if same_author is None:
             return None
         referring = q.replace(f"{name}'s", "this author's").replace(name, "this author")
-        return _chat_ids(tokenizer, [qa(same_author)], referring, system_prompt)
+        return chat_ids(tokenizer, [qa(same_author)], referring, system_prompt)
     if variant == "raw":
         return tokenizer(f"Question: {q}\nAnswer:", add_special_tokens=False)["input_ids"]
     earlier = {"after_forget_turn": other_forget, "after_retain_turn": other_retain,
@@ -131,7 +133,7 @@ def variant_prompt(tokenizer, variant: str, example, *, system_prompt: Optional[
         raise ValueError(f"unknown robustness variant {variant!r}; known: {', '.join(VARIANTS)}")
     if earlier is None:
         return None
-    return _chat_ids(tokenizer, [qa(earlier)], q, system_prompt)
+    return chat_ids(tokenizer, [qa(earlier)], q, system_prompt)
 
 
 def _partner(examples: Sequence, i: int, same: bool):
