@@ -194,8 +194,9 @@ class AlterModel(nn.Module):
 
     def router_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, T, d]``: the question router's features alone, from a base pass that stops at the router's
-        block (a quarter of the depth by default, no LM head): what a row that only feeds the router's
-        bank needs (the retain prompts, docs/method.md §4). Same values as :meth:`base_prompt_pass`'s."""
+        block (a quarter of the depth by default, no LM head): what the router reads of a unit alone and
+        what a row that only feeds its bank needs (docs/method.md §3, §4). Same values as the features
+        :meth:`base_prompt_pass` captures for the same input."""
         if self.question_router is None:
             raise ValueError("router_features needs router='question'")
         sink: List[torch.Tensor] = []
@@ -248,7 +249,7 @@ class AlterModel(nn.Module):
                                prompt_lengths: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """``[B, E]`` router logits of each sequence from its routing units (see :mod:`alter.question_router`
         and :meth:`routing_units`). With an isolating router (``route_unit="turn"``) each unit's features
-        come from a pass over the unit alone (:meth:`unit_parts`), else from ``features``.
+        come from a pass over the unit alone (:meth:`isolated_unit`), else from ``features``.
 
         None while the question router has no banks (a model not trained yet): then every layer
         routes with its own router, as with ``router="token"``."""
