@@ -43,7 +43,7 @@ class AlterConfig:
     q: float = _f(1.5, "Tsallis entropy parameter q (> 0; q = 1 is Shannon)")
     theta: Union[float, str] = _f(
         "auto", "entropy threshold between knowledge (low) and structural (high) tokens: 'auto' (Otsu over the "
-        "training tokens' entropies), 'quantile:P', or a number")
+        "answer tokens of the examples that train: the forget answers with the defaults), 'quantile:P', or a number")
     entropy_source: str = _f("adapted", "at generation, entropy of each new token from the 'adapted' model's logits "
                              "or from the 'base' model run alongside", choices=("adapted", "base"))
     token_entropy: bool = _f(True, "route and select tokens by entropy; False is the AsymLoRA ablation of the paper: "
