@@ -112,11 +112,26 @@ def _samples(before: Dict[str, dict], after: Dict[str, dict], per_set: int = 3) 
 
 
 def _answer_entropies_by_domain(trainer) -> Dict[str, List[float]]:
+    """The base model's entropies of the forget and retain answer tokens. Training computed them for the
+    forget rows; the retain rows only fed the router (docs/method.md §4), so the histogram's base pass
+    for them runs here."""
+    from alter.train.batches import collate_items
+
     groups = {"forget answers": [], "retain answers": []}
+    missing = [it for it in trainer.items if it.position_entropy is None]
+    entropies = {id(it): it.position_entropy for it in trainer.items if it.position_entropy is not None}
+    for start in range(0, len(missing), 16):
+        chunk = missing[start:start + 16]
+        batch = collate_items(chunk, trainer._pad())
+        with torch.no_grad():
+            ent = trainer.model.position_entropy(batch["input_ids"].to(trainer.model.device),
+                                                 batch["attention_mask"].to(trainer.model.device)).float().cpu()
+        for j, it in enumerate(chunk):
+            entropies[id(it)] = ent[j, :len(it.encoded.input_ids)]
     for it in trainer.items:
         labels = torch.tensor(it.encoded.labels)
         sel = labels[1:] != -100
-        values = it.position_entropy[:-1][sel].tolist()
+        values = entropies[id(it)][:-1][sel].tolist()
         groups["forget answers" if it.domain_id else "retain answers"].extend(values)
     return groups
 
@@ -192,7 +207,7 @@ def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
     print("\n" + table + "\n")
     print(samples + "\n")
     print(f"theta = {rep.theta:.3f} (Otsu, q = {config.q:g}); {rep.entropy_summary['frac_high']:.0%} of the trained "
-          f"answer tokens are high entropy")
+          f"(forget) answer tokens are high entropy")
     for name, ok in checks.items():
         print(f"[{'PASS' if ok else 'FAIL'}] {name}")
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'demo_table.md'}, {hist}, adapter in {out_dir / 'adapter'}")
