@@ -82,8 +82,8 @@ def test_the_tables_give_leaks_against_the_taught_and_never_taught_rows():
             {"method": "alter", "robust_forget:trained": 0.36, "robust_retain:trained": 0.95,
              "routed_forget:forget": 0.99, "routed_own:forget": 0.98, "routed_forget:retain": 0.0}]
     table = robustness_markdown(rows)
-    assert "| alter | 0.10 | +0.000 |" in table and "| finetune | 1.00 | +0.000 |" in table
-    assert "| retain | 0.00 | -0.010 |" in table
+    assert "| variant | alter: forget leak | alter: retain Δ |" in table
+    assert "| trained | 0.10 | +0.000 |" in table                     # (0.36 - 0.3) / (0.9 - 0.3)
     routing = routing_markdown(rows)
     assert "| alter | 0.990 (own 0.980) | 0.000 |" in routing and "finetune" not in routing
     assert robustness_markdown(rows[2:]) == ""                        # no reference rows: no table

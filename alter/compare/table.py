@@ -90,30 +90,30 @@ def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", u
 
 
 def robustness_markdown(rows: Sequence[Dict], taught: str = "finetune", never: str = "retain") -> str:
-    """The robustness table (alter.eval.robustness): per method and prompt variant, the forget leak
-    ``(method - never) / (taught - never)`` of ROUGE-L recall and the retain change ``method - taught``;
-    empty without the taught and never-taught rows."""
+    """The robustness table (alter.eval.robustness), one row per prompt variant: per method, the forget leak
+    ``(method - never) / (taught - never)`` of ROUGE-L recall (0: as never taught, 1: as taught) and the
+    retain change ``method - taught``; empty without the taught and never-taught rows."""
     by = {r["method"]: r for r in rows}
     if taught not in by or never not in by:
         return ""
-    variants = [k.split(":", 1)[1] for k in by[taught] if k.startswith("robust_forget:")]
+    variants = [k.split(":", 1)[1] for k in by[taught] if k.startswith("robust_forget:") and not k.endswith("_sd")]
     if not variants:
         return ""
     t, n = by[taught], by[never]
-    head = "| method | " + " | ".join(f"forget leak: {v}" for v in variants) + " | " + \
-        " | ".join(f"retain Δ: {v}" for v in variants) + " |"
-    lines = [head, "|---" * (2 * len(variants) + 1) + "|"]
-    for r in rows:
+    methods = [r for r in rows if r["method"] not in (taught, never)]
+    names = [r["method"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "") for r in methods]
+    head = "| variant | " + " | ".join(f"{m}: forget leak" for m in names) + " | " + \
+        " | ".join(f"{m}: retain Δ" for m in names) + " |"
+    lines = [head, "|---" * (2 * len(methods) + 1) + "|"]
+    for v in variants:
         cells = []
-        for v in variants:
-            key = f"robust_forget:{v}"
-            span = (t.get(key) or 0.0) - (n.get(key) or 0.0)
-            cells.append("-" if r.get(key) is None or span <= 1e-6 else f"{(r[key] - n[key]) / span:.2f}")
-        for v in variants:
-            key = f"robust_retain:{v}"
-            cells.append("-" if r.get(key) is None or t.get(key) is None else f"{r[key] - t[key]:+.3f}")
-        name = r["method"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        fk, rk = f"robust_forget:{v}", f"robust_retain:{v}"
+        span = (t.get(fk) or 0.0) - (n.get(fk) or 0.0)
+        for r in methods:
+            cells.append("-" if r.get(fk) is None or span <= 1e-6 else f"{(r[fk] - n[fk]) / span:.2f}")
+        for r in methods:
+            cells.append("-" if r.get(rk) is None or t.get(rk) is None else f"{r[rk] - t[rk]:+.3f}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
