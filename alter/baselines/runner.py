@@ -177,7 +177,7 @@ class UnlearningRun:
         while self.steps_done < len(self.plan):
             record = self.step()
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
         bar.close()
         return self.finish()
 

@@ -109,7 +109,7 @@ def finetune(model, tokenizer, examples: Sequence, *, epochs: float = 5.0, lr: f
         sched.step()
         opt.zero_grad(set_to_none=True)
         last = float(loss.detach())
-        bar.set_postfix(loss=f"{last:.3f}")
+        bar.set_postfix(loss=f"{last:.3f}", refresh=False)
     model.eval()
     for p in params:
         p.requires_grad_(False)

@@ -492,7 +492,8 @@ class AlterTrainer:
             if stop is not None:
                 running.update(stop.log_values())
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k in ("loss", "forget", "retain", "ce_high")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items() if k in ("loss", "forget", "retain", "ce_high")},
+                            refresh=False)   # a redraw per step would be a log line per step off a terminal
             if (step + 1) % self.log_every == 0 or step + 1 == len(plan) or stopped:
                 self._log({"phase": phase, "step": step + 1, "global_step": global_step, **running,
                            **({"stopped_early": True} if stopped else {})})
