@@ -13,8 +13,11 @@ expert mixed into a retain answer destroys it. This router decides by the questi
 - Evidence for forget domain k at token t: ``e_k(t) = max cos(h_t, bank_k) - max cos(h_t,
   bank_retain)``. Tokens every prompt shares (chat template, question words) match both banks
   alike and give ~0; a token that only the forget prompts have (the author's name, and the
-  tokens after it, which carry it) gives a clear positive value. The question's score is
-  ``s_k = max_t e_k(t)``.
+  tokens after it, which carry it) gives a clear positive value. The question's score ``s_k`` is
+  the mean of its ``evidence_tokens`` largest ``e_k(t)`` (3 by default; 1: the maximum).
+- Tokens: those of the routing unit (:mod:`alter.routing_unit`: the prompt's last user turn, read
+  alone when ``isolated``); a turn that refers back takes the earlier turn's decision
+  (:meth:`QuestionRouter.unit_logits`).
 - Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
   retain expert otherwise. ``threshold`` is calibrated on the training prompts themselves,
   leave-one-out (each prompt scored against banks without its own tokens), as the midpoint that
