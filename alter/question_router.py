@@ -6,8 +6,9 @@ third of the (token, layer) decisions of *retain* questions to a forget expert, 
 expert mixed into a retain answer destroys it. This router decides by the question instead:
 
 - Features: the base model's hidden states at one decoder layer (``router_layer``; by default
-  the block at a quarter of the depth, measured best on TOFU in docs/method.md) for every token of the prompt, L2-normalised. They come from the base pass
-  that already computes the token entropies, so routing costs no extra forward.
+  the block at a quarter of the depth, measured best on TOFU in docs/method.md), L2-normalised: from
+  the base pass that computes the token entropies, or, for a unit read alone, from a pass over the
+  unit's tokens cut at that block.
 - Memory: one bank of token features per domain, from the training prompts (retain and each
   forget sub-domain).
 - Evidence for forget domain k at token t: ``e_k(t) = max cos(h_t, bank_k) - max cos(h_t,
