@@ -208,8 +208,8 @@ class AlterModel(nn.Module):
                     self.disable_adapters():
                 self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         except FeaturesCaptured:
-            pass
-        return sink[-1]
+            return sink[-1]
+        raise RuntimeError(f"the base model's forward never ran decoder block {self.question_router.layer}")
 
     def routing_inputs(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None):
         """One base pass: ``(position entropy [B, T], router features [B, T, d] or None)``."""

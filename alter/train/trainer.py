@@ -38,14 +38,14 @@ from tqdm.auto import tqdm
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
+from alter.data.prompts import IGNORE_INDEX, pad_id
 from alter.entropy import is_high, resolve_theta, shift_entropy
 from alter.model import AlterModel, wrap
 from alter.question_router import QuestionRouter
-from alter.routing_unit import referring_token_ids, user_turn_marker
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
 from alter.train.early_stop import EarlyStop
+from alter.train.router_bank import configure_units, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
@@ -213,19 +213,16 @@ class AlterTrainer:
     def _base_entropy_pass(self) -> torch.Tensor:
         """Entropy (and KL targets) at every position of every item that trains (no grad, adapters off);
         returns the answer tokens'. A question router is fitted from cut passes over the routing units
-        (:meth:`_unit_features`, :meth:`_fit_question_router`)."""
+        (:func:`alter.train.router_bank.unit_features`, :meth:`_fit_question_router`)."""
         model = self.model
         router = model.question_router
         fit_router = router is not None and not router.fitted
         if fit_router and not router.calibration:     # a fresh router: its unit is the chat's last user turn
-            router.turn_marker = user_turn_marker(self.tokenizer) if self.config.route_unit == "turn" else None
-            router.referring_ids = (referring_token_ids(self.tokenizer)
-                                    if router.turn_marker and self.config.route_follow_ups else None)
-            router.isolated = router.turn_marker is not None
+            configure_units(router, self.tokenizer, self.config)
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
-        router_only = self._router_only_rows()
+        router_only = router_only_rows(self.config, model, self.items)
         todo = [i for i in order if i not in router_only and need_entropy and self.items[i].position_entropy is None]
         for s in tqdm(range(0, len(todo), bs), desc="base pass", disable=not self._show_progress(), leave=False):
             idx = todo[s:s + bs]
@@ -243,7 +240,7 @@ class AlterTrainer:
                     if targets is not None:
                         self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
         if fit_router:      # the banks hold the routing unit's features as generation reads them
-            self._fit_question_router(self._unit_features(order, bs))
+            self._fit_question_router(unit_features(model, self.items, order, bs, self._pad(), self._show_progress()))
         if not need_entropy:
             return torch.empty(0)
         answer = []
@@ -254,36 +251,6 @@ class AlterTrainer:
             sel = labels[1:] != IGNORE_INDEX
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
-
-    def _router_only_rows(self) -> set:
-        """The rows whose only use is the question router's bank: the retain rows, when nothing trains on
-        them (question router, phase I off, no retain anchors in phase II, no centroid init). They need
-        their prompt's features at the router's block, not entropies or KL targets (docs/method.md §4)."""
-        cfg = self.config
-        if (self.model.question_router is None or (cfg.phase1_epochs > 0 and cfg.token_entropy)
-                or cfg.anchor_per_forget > 0 or cfg.init == "centroid"):
-            return set()
-        return {i for i, it in enumerate(self.items) if it.domain_id == 0}
-
-    def _unit_features(self, rows: List[int], bs: int) -> Dict[int, torch.Tensor]:
-        """The routing unit's features of each row's prompt (:meth:`AlterModel.unit_features`), from base
-        passes cut at the router's block."""
-        model = self.model
-        out: Dict[int, torch.Tensor] = {}
-        for s in tqdm(range(0, len(rows), bs), desc="router features", disable=not self._show_progress(),
-                      leave=False):
-            idx = rows[s:s + bs]
-            prompts = []
-            for i in idx:
-                e = self.items[i].encoded
-                prompts.append(EncodedExample(e.input_ids[:e.prompt_length], e.labels[:e.prompt_length],
-                                              e.prompt_length))
-            batch = collate(prompts, self._pad())
-            ids = batch["input_ids"].to(model.device)
-            mask = batch["attention_mask"].to(model.device)
-            for i, f in zip(idx, model.unit_features(ids, mask)):
-                out[i] = f.float().cpu()
-        return out
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
         """Banks and threshold from the training prompts; each forget item's held-out strength.

@@ -1,0 +1,54 @@
+"""What the question router's banks are built from, before phase II (docs/method.md §3, §4).
+
+- :func:`configure_units`: a fresh router learns from the tokenizer what its unit is (the chat's last
+  user turn, its header's ids), which words refer back, and that it reads each unit alone;
+- :func:`router_only_rows`: the rows whose only use is the bank (the retain rows when nothing trains
+  on them), which then get no full base pass;
+- :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from alter.config import AlterConfig
+from alter.data.prompts import EncodedExample, collate
+from alter.routing_unit import referring_token_ids, user_turn_marker
+
+
+def configure_units(router, tokenizer, config: AlterConfig) -> None:
+    router.turn_marker = user_turn_marker(tokenizer) if config.route_unit == "turn" else None
+    router.referring_ids = referring_token_ids(tokenizer) if router.turn_marker and config.route_follow_ups else None
+    router.isolated = router.turn_marker is not None
+
+
+def router_only_rows(config: AlterConfig, model, items: Sequence) -> set:
+    """The rows whose only use is the question router's bank: the retain rows, when nothing trains on
+    them (question router, phase I off, no retain anchors in phase II, no centroid init). They need
+    their prompt's unit features, not entropies or KL targets."""
+    if (model.question_router is None or (config.phase1_epochs > 0 and config.token_entropy)
+            or config.anchor_per_forget > 0 or config.init == "centroid"):
+        return set()
+    return {i for i, it in enumerate(items) if it.domain_id == 0}
+
+
+def unit_features(model, items: Sequence, rows: List[int], batch_size: int, pad_token_id: int,
+                  progress: bool = False) -> Dict[int, torch.Tensor]:
+    """The routing unit's features ``[n, d]`` of each row's prompt (:meth:`AlterModel.unit_features`)."""
+    out: Dict[int, torch.Tensor] = {}
+    for s in tqdm(range(0, len(rows), batch_size), desc="router features", disable=not progress, leave=False):
+        idx = rows[s:s + batch_size]
+        prompts = []
+        for i in idx:
+            e = items[i].encoded
+            prompts.append(EncodedExample(e.input_ids[:e.prompt_length], e.labels[:e.prompt_length],
+                                          e.prompt_length))
+        batch = collate(prompts, pad_token_id)
+        ids = batch["input_ids"].to(model.device)
+        mask = batch["attention_mask"].to(model.device)
+        for i, f in zip(idx, model.unit_features(ids, mask)):
+            out[i] = f.float().cpu()
+    return out
