@@ -262,8 +262,13 @@ class QuestionRouter(nn.Module):
         retain_side = top_mean((-ev.amax(dim=0)).masked_fill(~unit.to(ev.device), float("-inf")),
                                self.evidence_tokens)
         refers = (torch.isin(input_ids, refs) & unit).any(dim=1)
-        unrouted = (logits[:, 1:] <= EXCLUDED / 2).all(dim=1)
+        unrouted = ~self.routed_to_forget(logits)
         return refers.to(ev.device) & unrouted.to(ev.device) & ~(retain_side > self.threshold) & unit.any(dim=1).to(ev.device)
+
+    @staticmethod
+    def routed_to_forget(logits: torch.Tensor) -> torch.Tensor:
+        """``[B]`` bool: the rows of router logits ``[B, 1+K]`` that send their question to a forget expert."""
+        return (logits[:, 1:] > EXCLUDED / 2).any(dim=1)
 
     @staticmethod
     def forced_logits(domain: torch.Tensor, strength: torch.Tensor, num_domains: int) -> torch.Tensor:

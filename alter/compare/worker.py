@@ -230,7 +230,7 @@ def _routing_columns(model, tok, s: CompareSettings, data: CompareData) -> Dict:
                 u = model.route_questions(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device),
                                           lengths.to(model.device))[1]
             chosen = u[:, 1:].max(dim=1)
-            to_forget = (chosen.values > -1e3).cpu()
+            to_forget = router.routed_to_forget(u).cpu()
             routed += int(to_forget.sum())
             for e, f, k in zip(chunk, to_forget.tolist(), chosen.indices.tolist()):
                 own += bool(f) and e.domain in model.domains and model.domain_index(e.domain) == 1 + k

@@ -22,6 +22,7 @@ import torch
 
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
 from alter.eval.robustness import author_names, chat_ids, variant_prompt
+from alter.question_router import QuestionRouter
 
 FOLLOW_UPS = ("What else did this author write?", "Tell me more about them.", "What awards has this author won?",
               "Can you summarise their life in one sentence?")
@@ -79,7 +80,7 @@ def route_shares(model, prompts: Sequence[Tuple[str, bool, List[int]]], pad_toke
                         pad_token_id)
         with torch.no_grad():
             u = model.route_questions(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device))[1]
-        routed = (u[:, 1:] > -1e3).any(dim=1).tolist()
+        routed = QuestionRouter.routed_to_forget(u).tolist()
         for (kind, target, _), hit in zip(chunk, routed):
             c = counts.setdefault(kind, {"n": 0, "hits": 0, "target": target})
             c["n"] += 1
