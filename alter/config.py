@@ -82,7 +82,7 @@ class AlterConfig:
     margin: float = _f(1.0, "hinge margin: push the true token this far below the runner-up, then stop")
     hinge_tokens: str = _f("content", "forget tokens the hinge pushes down: 'content' (words that carry the fact: "
                            "not punctuation, end-of-turn or function words such as 'the', 'was') or 'all'",
-                           choices=("content", "all"))
+                           choices=("content", "new_content", "all"))
     struct_tokens: str = _f("non_hinge", "positions of the structural KL: 'non_hinge', every position the hinge does "
                             "not push (prompt, high-entropy, function words, punctuation, end of turn); or the "
                             "high-entropy ones only, at 'all' positions (prompt and answer) or 'answer' positions",
@@ -220,8 +220,8 @@ class AlterConfig:
             bad("router_evidence_tokens", "must be a positive integer")
         if self.route_unit not in ("turn", "prompt"):
             bad("route_unit", "must be 'turn' or 'prompt'")
-        if self.hinge_tokens not in ("content", "all"):
-            bad("hinge_tokens", "must be 'content' or 'all'")
+        if self.hinge_tokens not in ("content", "new_content", "all"):
+            bad("hinge_tokens", "must be 'content', 'new_content' or 'all'")
         if int(self.router_bank_size) != self.router_bank_size or self.router_bank_size <= 0:
             bad("router_bank_size", "must be a positive integer")
         if self.route_tokens not in ("low", "all"):
@@ -262,6 +262,36 @@ class AlterConfig:
 
     def replace(self, **changes) -> "AlterConfig":
         return self.from_dict({**self.to_dict(), **changes})
+
+    def save_pretrained(self, save_directory) -> Path:
+        """Write ``alter_config.json`` (these hyperparameters, atomically) into ``save_directory``; returns its path.
+
+        Its own file name, so saving a config into an adapter folder never overwrites the adapter's
+        ``adapter_config.json``."""
+        from alter import io as alter_io
+        from alter.persistence import CONFIG_FILE
+
+        path = Path(save_directory) / CONFIG_FILE
+        alter_io.atomic_write_json(path, {"format": "alter-config", "config": self.to_dict()})
+        return path
+
+    @classmethod
+    def from_pretrained(cls, directory) -> "AlterConfig":
+        """The config in ``directory``: its ``alter_config.json`` (:meth:`save_pretrained`), else the config of
+        the ALTER adapter saved there (``AlterModel.save_pretrained``). FileNotFoundError when there is
+        neither; ValueError for a PEFT adapter, a damaged file or an unknown key."""
+        from alter import persistence
+
+        path = Path(directory) / persistence.CONFIG_FILE
+        if not path.is_file():
+            try:
+                return persistence.config_from_metadata(persistence.read_adapter_config(directory))
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"no {persistence.CONFIG_FILE} in {directory}, and {exc}") from None
+        saved = persistence.read_json(path)
+        if saved.get("format") != "alter-config":
+            raise ValueError(f"{path} is not an ALTER config (no \"format\": \"alter-config\")")
+        return persistence.config_from_metadata(saved)
 
 
 def field_help() -> Dict[str, str]:

@@ -16,6 +16,7 @@ Sized for a 2-core CPU (see README for the measured time); ``--quick`` is a smok
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Dict, List, Optional
 import torch
 
 from alter import io as alter_io
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +58,7 @@ QUICK = DemoPreset(n_authors=5, questions_per_author=3, finetune_epochs=1.0, eva
 def _stage(name: str, timings: Dict[str, float], t0: float) -> float:
     now = time.time()
     timings[name] = round(now - t0, 1)
-    print(f"[demo] {name}: {now - t0:.0f} s", flush=True)
+    logger.info(f"[demo] {name}: {now - t0:.0f} s")
     return now
 
 
@@ -68,7 +71,7 @@ def _finetuned_model(model_name: str, examples, preset: DemoPreset, progress: bo
         epochs=preset.finetune_epochs, lr=preset.finetune_lr, batch_size=preset.finetune_batch_size,
         trainable=preset.finetune_trainable, system_prompt=preset.system_prompt, seed=preset.seed)
     if report["cached"]:
-        print(f"[demo] using the cached fine-tuned model {report['path']}")
+        logger.info(f"[demo] using the cached fine-tuned model {report['path']}")
     return model, tokenizer, report
 
 
@@ -158,8 +161,8 @@ def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
     per = preset.questions_per_author
     retain_eval = [e for i, e in enumerate(retain) if i % per < preset.eval_retain_per_author]
     holdout_eval = split.holdout[:preset.eval_holdout]
-    print(f"[demo] {preset.n_authors} synthetic authors x {per} questions; forgetting "
-          f"{len(split.forget_authors)} author(s) ({len(forget)} QA), retaining {len(retain)} QA")
+    logger.info(f"[demo] {preset.n_authors} synthetic authors x {per} questions; forgetting "
+                f"{len(split.forget_authors)} author(s) ({len(forget)} QA), retaining {len(retain)} QA")
 
     model, tokenizer, ft_report = _finetuned_model(args.model, forget + retain, preset, progress,
                                                    use_cache=not args.quick)
@@ -204,15 +207,16 @@ def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
     alter_io.atomic_write_json(out_dir / "metrics.json", metrics)
     alter_io.atomic_write_bytes(out_dir / "demo_table.md", (table + "\n\n```\n" + samples + "\n```\n").encode())
 
-    print("\n" + table + "\n")
-    print(samples + "\n")
-    print(f"theta = {rep.theta:.3f} (Otsu, q = {config.q:g}); {rep.entropy_summary['frac_high']:.0%} of the trained "
-          f"(forget) answer tokens are high entropy")
+    logger.info("\n" + table + "\n")
+    logger.info(samples + "\n")
+    logger.info(f"theta = {rep.theta:.3f} (Otsu, q = {config.q:g}); {rep.entropy_summary['frac_high']:.0%} of the "
+                f"trained (forget) answer tokens are high entropy")
     for name, ok in checks.items():
-        print(f"[{'PASS' if ok else 'FAIL'}] {name}")
-    print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'demo_table.md'}, {hist}, adapter in {out_dir / 'adapter'}")
-    print(f"[demo] total {timings['total']:.0f} s")
+        logger.info(f"[{'PASS' if ok else 'FAIL'}] {name}")
+    logger.info(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'demo_table.md'}, {hist}, adapter in "
+                f"{out_dir / 'adapter'}")
+    logger.info(f"[demo] total {timings['total']:.0f} s")
     if not all(checks.values()):
-        print("[demo] a check FAILED: the unlearning did not meet the demo's targets", flush=True)
+        logger.warning("[demo] a check FAILED: the unlearning did not meet the demo's targets")
         return 1
     return 0

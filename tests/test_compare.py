@@ -1,4 +1,4 @@
-"""`alter-train --demo --compare` on a tiny saved model: two methods, one table, charts, JSON."""
+"""`alter-bench --compare` on a tiny saved model: two methods, one table, charts, JSON."""
 
 import csv
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import alter
-from alter.cli import train as cli
+from alter.cli import bench as cli
 from alter.compare import parse_methods
 from alter.compare.table import pareto_front, to_markdown
 from tests.helpers import make_tiny_llama, make_tiny_tokenizer
@@ -44,7 +44,7 @@ def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch, capsys
     tok.save_pretrained(tmp_path / "tiny")
     monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cmp"
-    code = cli.main(["--demo", "--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
+    code = cli.main(["--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
                      "--output", str(out), "--no-progress", "--threads", "1"])
     assert code == 0
     summary = json.loads((out / "compare.json").read_text())
@@ -63,7 +63,7 @@ def test_compare_smoke_two_methods_on_a_tiny_model(tmp_path, monkeypatch, capsys
     # --resume keeps finished methods (ga, retain) and runs the missing one (alter) again
     kept = {m: (out / "methods" / f"{m}.json").stat().st_mtime_ns for m in ("ga", "retain")}
     (out / "methods" / "alter.json").unlink()
-    args = ["--demo", "--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
+    args = ["--compare", "--quick", "--methods", "ga,alter", "--model", str(tmp_path / "tiny"),
             "--output", str(out), "--no-progress", "--threads", "1", "--resume"]
     assert cli.main(args) == 0
     assert {m: (out / "methods" / f"{m}.json").stat().st_mtime_ns for m in kept} == kept

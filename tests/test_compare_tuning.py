@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from alter.cli import train as cli
+from alter.cli import bench as cli
 from alter.compare.table import to_markdown
 from alter.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
 from alter.compare.variants import MethodSpec, parse_spec

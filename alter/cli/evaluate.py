@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from alter.cli.logs import configure_logging
 from alter.cli.options import DTYPES, UsageError
 from alter.cli.progress import quiet_progress_off_terminal
 
@@ -184,6 +185,7 @@ def _scalars(results: Dict, prefix: str = "") -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
     quiet_progress_off_terminal()
     try:
         t0 = time.time()

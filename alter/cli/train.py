@@ -3,10 +3,10 @@
     alter-train --forget PATH|NAME --retain PATH|NAME [--model smollm2-135m] [--output DIR]
                 [--config YAML] [--resume] [--<hyperparameter> VALUE ...]
     alter-train --demo [--quick]
-    alter-train --demo --compare [--methods ...]             # the side-by-side run on synthetic authors
-    alter-train --benchmark tofu [--data DIR] [--tofu-split report|tune] [--methods ...]
-    alter-train --benchmark tofu --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune split
-    alter-train --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
+
+Comparisons of methods, the TOFU benchmark and learning-rate sweeps are ``alter-bench``'s job
+(:mod:`alter.cli.bench`); given their flags (``--compare``, ``--benchmark``, ``--tune``, ...),
+``alter-train`` says so in one line and does nothing.
 
 Bad input (a missing file, an empty forget set, an unknown model, an unknown config key) is
 reported in one line, without a traceback (``--debug`` shows it).
@@ -15,27 +15,34 @@ reported in one line, without a traceback (``--debug`` shows it).
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
+from alter.cli.logs import configure_logging
 from alter.cli.options import DTYPES, UsageError, add_config_flags, build_config, config_overrides
 from alter.cli.progress import quiet_progress_off_terminal
+
+# alter-bench's flags: given to alter-train, they are answered with a pointer to alter-bench
+BENCH_FLAGS = ("--compare", "--benchmark", "--tune", "--tuned", "--tofu-split", "--methods", "--seeds")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alter-train", allow_abbrev=False,
-        description="Unlearn a forget set from a causal LM with ALTER (asymmetric LoRA + token-entropy routing), "
-                    "or run the demo on the embedded SmolLM2-135M-Instruct.")
+        usage="alter-train --forget PATH|NAME --retain PATH|NAME [options] [--<hyperparameter> VALUE ...]\n"
+              "       alter-train --demo [--quick]",
+        description="Unlearn a forget set from a causal LM with ALTER (asymmetric LoRA + token-entropy routing) "
+                    "or a baseline, or run the demo on the embedded SmolLM2-135M-Instruct. Comparisons, "
+                    "benchmarks and sweeps: alter-bench.")
     p.add_argument("--forget", metavar="PATH|NAME", help="forget set: a .json/.jsonl/.csv/.parquet file, a directory "
                    "of them, or a hub dataset such as locuslab/TOFU:forget10")
     p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
-    from alter.methods import ALL_METHODS, help_text
+    from alter.methods import help_text
 
     p.add_argument("--method", default="alter", help="unlearning method (default: alter). " + help_text())
     p.add_argument("--lr", type=float, default=None, help="with a baseline --method: its learning rate (default: "
@@ -44,8 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "set (default: the method's own)")
     p.add_argument("--output", default=None, help="output directory (default: alter_runs/<method>-<time>)")
     p.add_argument("--config", default=None, metavar="YAML", help="YAML file of hyperparameters (keys as below)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output; with "
-                   "--compare: keep the methods whose results are already in --output (same settings)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="write a checkpoint every N optimisation steps (always at the end of each phase)")
     p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
@@ -58,25 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="the main job on a fresh machine: teach the embedded SmolLM2 "
                    "synthetic authors, unlearn 10%% of them with ALTER, print a before/after table")
     p.add_argument("--quick", action="store_true", help="with --demo: a short smoke run (a few steps, small sets)")
-    p.add_argument("--compare", action="store_true", help="with --demo: run every method (or --methods) on the "
-                   "synthetic authors and print one table (forget ROUGE-L, forget quality, utility, fluency, time, "
-                   "memory)")
-    p.add_argument("--benchmark", choices=("tofu",), default=None, help="the side-by-side comparison on real TOFU "
-                   "rows (--data): teach SmolLM2 authors 0-9 and 180-189, forget 5 of them, score every method")
-    p.add_argument("--data", default=None, metavar="DIR", help="with --benchmark tofu: the TOFU directory "
-                   "(authors.jsonl, world_facts.jsonl, real_authors.jsonl; default: ../shared/data/tofu)")
-    p.add_argument("--tofu-split", choices=("report", "tune"), default=None, help="with --benchmark tofu: "
-                   "forget authors 185-189 ('report', the table; the default) or 180-184 ('tune', to choose "
-                   "settings on; the default of --tune)")
-    p.add_argument("--tune", action="store_true", help="with --benchmark tofu: sweep each baseline's learning rate "
-                   "(3 values each) on the tune split, apply the selection rule (best retain ROUGE-L among runs "
-                   "whose forget ROUGE-L is at most the never-taught floor + 0.05) and write tuned.json")
-    p.add_argument("--tuned", default=None, metavar="JSON", help="with --benchmark tofu: the learning rates that "
-                   "--tune selected (its tuned.json)")
-    p.add_argument("--seeds", type=int, default=None, metavar="N", help="with --compare or --benchmark: run every "
-                   "unlearning method with N seeds; the table shows mean ± standard deviation")
-    p.add_argument("--methods", default=None, help="with --compare or --benchmark: comma-separated subset of "
-                   + ",".join(ALL_METHODS))
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     add_config_flags(p)
     return p
@@ -146,87 +133,33 @@ def run_train(args) -> int:
     return 0
 
 
-def _tofu_dir(given: Optional[str]) -> str:
-    if given:
-        if not Path(given).is_dir():
-            raise UsageError(f"--data {given}: no such directory")
-        return str(Path(given).resolve())
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        found = root.parent / "shared" / "data" / "tofu"
-        if found.is_dir():
-            return str(found)
-    raise UsageError("--benchmark tofu needs --data DIR (a directory with authors.jsonl, world_facts.jsonl and "
-                     "real_authors.jsonl)")
-
-
-def run_comparison(args) -> int:
-    from alter.compare import QUICK, CompareSettings, parse_methods, run_compare
-    from alter.compare.settings import TOFU
-
-    from alter.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
-    from alter.compare.variants import parse_spec
-    from alter.config import AlterConfig
-
-    if not args.benchmark and (args.tune or args.tuned or args.tofu_split):
-        raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
-    if args.tune and args.tofu_split == "report":
-        raise UsageError("--tune sweeps on the tune split; the report split is for the table (use --tuned)")
-    if args.tune and args.tuned:
-        raise UsageError("--tune and --tuned do not go together: sweep first, then report with --tuned")
-    split = args.tofu_split or ("tune" if args.tune else "report")
-    values = {"model": args.model, "methods": parse_methods(args.methods)}
-    if args.benchmark == "tofu":
-        values.update(TOFU, data_dir=_tofu_dir(args.data), tofu_split=split)
-    if args.quick:
-        values.update(QUICK)
-    if args.tuned:
-        path = Path(args.tuned)
-        if not path.is_file():
-            raise UsageError(f"--tuned {args.tuned}: no such file (it is the tuned.json that --tune writes)")
-        try:
-            chosen = json.loads(path.read_text())["method_lr"]
-        except (ValueError, KeyError):
-            raise UsageError(f"--tuned {args.tuned}: not a tuned.json (no 'method_lr')") from None
-        values["method_lr"] = {**CompareSettings().method_lr, **{k: float(v) for k, v in chosen.items()}}
-    if args.tune:
-        swept = [parse_spec(m).method for m in parse_methods(args.methods)] if args.methods else TUNED_BY_DEFAULT
-        values["methods"] = sweep_specs(swept, CompareSettings().method_lr)
-        values["eval_lean"] = True
-    if args.seeds is not None:
-        values["methods"] = seed_specs(values["methods"], args.seeds)
-    # ALTER flags and --config YAML apply to the alter and asymlora runs (recorded in settings.json, so a
-    # --resume with other values is refused); a method spec's @lr / @epochs still wins over them
-    defaults = AlterConfig().to_dict()
-    values["alter"] = {**values.get("alter", {}),           # the benchmark's own (TOFU: ALTER's phase II cap)
-                       **{k: v for k, v in build_config(args).to_dict().items() if v != defaults[k]}}
-    settings = CompareSettings(**values)
-    default = (f"alter_runs/tofu-{split}" + ("-sweep" if args.tune else "")) if args.benchmark else "alter_runs/compare"
-    out = Path(args.output or ("alter_runs/compare-quick" if args.quick else default))
-    run_compare(settings, out, progress=not args.no_progress, threads=args.threads, resume=args.resume,
-                tuning=args.tune)
-    return 0
+def moved_to_bench(argv: List[str]) -> List[str]:
+    """The flags in ``argv`` that belong to ``alter-bench`` (``--benchmark=tofu`` counts as ``--benchmark``)."""
+    return [a.split("=", 1)[0] for a in argv if a.split("=", 1)[0] in BENCH_FLAGS]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    moved = moved_to_bench(argv)
+    if moved:
+        same = shlex.join(a for a in argv if a != "--demo")
+        print(f"alter-train: error: comparisons, benchmarks and sweeps ({', '.join(dict.fromkeys(moved))}) have "
+              f"their own command; run: alter-bench {same}".rstrip(), file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()
     quiet_progress_off_terminal()
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        if (args.demo and args.compare) or args.benchmark:
-            return run_comparison(args)
-        if args.methods or args.seeds is not None:
-            raise UsageError("--methods and --seeds only apply to --demo --compare or --benchmark")
-        if args.tune or args.tuned or args.tofu_split:
-            raise UsageError("--tune, --tuned and --tofu-split only apply to --benchmark tofu")
         if args.demo:
             from alter.demo import run_demo
             build_config(args)                       # bad flags or YAML: one usage line before any work
             return run_demo(args, config_overrides(args))
-        if args.quick or args.compare:
-            raise UsageError("--quick and --compare only apply to --demo")
+        if args.quick:
+            raise UsageError("--quick only applies to --demo")
         return run_train(args)
     except KeyboardInterrupt:
         print("alter-train: interrupted (resume with --resume)", file=sys.stderr)

@@ -9,6 +9,7 @@ one bar chart per column under ``charts/``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from alter.compare.tuning import average_seeds, floor_of, select
 from alter.compare.variants import parse_spec
 
 ALTER_DEFAULTS = "alter_defaults.json"    # AlterConfig's defaults when the folder's runs were made
+
+logger = logging.getLogger(__name__)
 
 KNOWN = set(ALL_METHODS)
 
@@ -118,10 +121,10 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     for method in order:
         done = runs / f"{method}.json"
         if resume and done.is_file():
-            print(f"[compare] {method}: kept from {done}", flush=True)
+            logger.info(f"[compare] {method}: kept from {done}")
             results[method] = json.loads(done.read_text())
             continue
-        print(f"[compare] {method} ...", flush=True)
+        logger.info(f"[compare] {method} ...")
         results[method] = _run_worker(method, settings_path, done,
                                       reference if (method != "retain" and with_retain) else None,
                                       progress, threads)
@@ -163,14 +166,14 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
                             "method_lr": {m: c["lr"] for m, c in chosen.items()}}
         alter_io.atomic_write_json(out_dir / "tuned.json", summary["tuned"])
     alter_io.atomic_write_json(out_dir / "compare.json", summary)
-    print("\n" + table + "\n")
+    logger.info("\n" + table + "\n")
     if tuning:
         for m, c in summary["tuned"]["selected"].items():
-            print(f"[tune] {m}: lr {c['lr']:g} selected ({'reaches' if c['reaches_floor'] else 'does not reach'} "
-                  f"the floor {summary['tuned']['floor']:.3f} + 0.05)")
-        print(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-train --benchmark tofu --tuned "
-              f"{out_dir / 'tuned.json'}")
-    print(f"Pareto front (forget ROUGE-L vs {utility.replace('_', ' ')}): {', '.join(front)}")
-    print(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
-    print(f"wrote {out_dir / 'compare_table.md'}, {out_dir / 'compare_table.csv'}, {out_dir / 'charts'}/")
+            logger.info(f"[tune] {m}: lr {c['lr']:g} selected ({'reaches' if c['reaches_floor'] else 'does not reach'} "
+                        f"the floor {summary['tuned']['floor']:.3f} + 0.05)")
+        logger.info(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-bench --benchmark tofu --tuned "
+                    f"{out_dir / 'tuned.json'}")
+    logger.info(f"Pareto front (forget ROUGE-L vs {utility.replace('_', ' ')}): {', '.join(front)}")
+    logger.info(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
+    logger.info(f"wrote {out_dir / 'compare_table.md'}, {out_dir / 'compare_table.csv'}, {out_dir / 'charts'}/")
     return summary

@@ -317,6 +317,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    from alter.cli.logs import configure_logging
+    configure_logging()                      # as in the command that started it: library messages on stderr
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = CompareSettings.from_dict(json.loads(Path(args.settings).read_text()))

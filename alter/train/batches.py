@@ -42,27 +42,36 @@ who whom whose which what where when why how there here not no also very
 """.split())
 
 
+def _token_text(tokenizer, t: int, texts: dict) -> str:
+    if t not in texts:
+        texts[t] = tokenizer.decode([t]).strip().lower()
+    return texts[t]
+
+
 def content_flags(tokenizer, ids: Sequence[int], labels: Sequence[int],
-                  cache: Optional[dict] = None) -> List[bool]:
+                  cache: Optional[dict] = None, skip_copied: bool = False) -> List[bool]:
     """True for answer tokens that carry content: not special (EOS), not punctuation-only, not a function word.
 
-    ``cache`` (token id -> flag) may be shared between calls with the same tokenizer."""
+    ``skip_copied``: also False for answer tokens whose text (stripped, lower case) occurs among the
+    prompt's tokens (the names and words an answer restates from its question: a model that never
+    learnt the fact copies them too; docs/method.md section 4). ``cache`` (token id -> text) may be
+    shared between calls with the same tokenizer."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     cache = {} if cache is None else cache
+    copied = ({_token_text(tokenizer, t, cache) for t, lab in zip(ids, labels)
+               if lab == IGNORE_INDEX and t not in special} if skip_copied else set())
     out = []
     for t, lab in zip(ids, labels):
         if lab == IGNORE_INDEX or t in special:
             out.append(False)
             continue
-        if t not in cache:
-            text = tokenizer.decode([t]).strip().lower()
-            cache[t] = any(c.isalnum() for c in text) and text not in FUNCTION_WORDS
-        out.append(cache[t])
+        text = _token_text(tokenizer, t, cache)
+        out.append(any(c.isalnum() for c in text) and text not in FUNCTION_WORDS and text not in copied)
     return out
 
 
 def encode_items(tokenizer, examples: Sequence, domain_ids: Sequence[int], *, system_prompt=None,
-                 max_length: int = 256) -> List[TrainItem]:
+                 max_length: int = 256, skip_copied: bool = False) -> List[TrainItem]:
     items = []
     flags: dict = {}
     for ex, d in zip(examples, domain_ids):
@@ -70,7 +79,8 @@ def encode_items(tokenizer, examples: Sequence, domain_ids: Sequence[int], *, sy
         if not any(label != IGNORE_INDEX for label in enc.labels):
             raise ValueError(f"example {getattr(ex, 'id', None) or ex.question[:60]!r} has no answer tokens left "
                              f"after truncation to max_length={max_length}")
-        items.append(TrainItem(enc, int(d), content=content_flags(tokenizer, enc.input_ids, enc.labels, flags)))
+        items.append(TrainItem(enc, int(d), content=content_flags(tokenizer, enc.input_ids, enc.labels, flags,
+                                                                         skip_copied=skip_copied)))
     return items
 
 

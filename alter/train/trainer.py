@@ -178,7 +178,8 @@ class AlterTrainer:
                 d = ex.domain if ex.domain and ex.domain != cfg.retain_domain else "forget"
                 forget_ids.append(model.domain_index(d))
         self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
-                                  system_prompt=cfg.system_prompt, max_length=cfg.max_length)
+                                  system_prompt=cfg.system_prompt, max_length=cfg.max_length,
+                                  skip_copied=cfg.hinge_tokens == "new_content")
         self._check_token_ids(model)
         if not cfg.token_entropy:                # AsymLoRA ablation: every token counts as low entropy
             for it in self.items:
@@ -372,7 +373,7 @@ class AlterTrainer:
         else:
             logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain).logits
             route = model.state.pop_route_loss()
-        content = batch["content"].to(device) if cfg.hinge_tokens == "content" else None
+        content = batch["content"].to(device) if cfg.hinge_tokens != "all" else None
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
