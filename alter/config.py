@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,10 +55,9 @@ class AlterConfig:
                      "every layer, from base-model token features matched against per-domain banks; docs/method.md "
                      "'Routing') or 'token' (the paper's per-layer linear routers, per token)",
                      choices=("question", "token"))
-    router_layer: int = _f(-1, "decoder block whose output hidden states the question router compares (negative: the "
-                           "block at a quarter of the depth; measured on TOFU: blocks 4-15 of 30 all route at least 0.97 of "
-                           "held-out forget and retain questions right, block 8 sends no never-taught one to a "
-                           "forget expert)")
+    router_layer: int = _f(-1,
+                           "decoder block whose output hidden states the question router compares (negative: the "
+                           "block at a quarter of the depth)")
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
     router_evidence_tokens: int = _f(3, "question router: a question's score for a forget domain is the mean of its m "
                                      "strongest token evidences (1: the strongest token alone; docs/method.md §3)")
@@ -71,78 +71,70 @@ class AlterConfig:
     # --- losses (section 3) ---
     lambda_forget: float = _f(1.0, "weight of the hinge forget loss")
     lambda_retain: float = _f(1.0, "weight of the retain cross-entropy")
-    lambda_struct: float = _f(1.0, "weight of the structural KL(p_base || p_model) on struct_tokens (the paper: 0.01 "
-                              "on high-entropy tokens; with the KL on every position the hinge leaves alone, 1.0 "
-                              "keeps forget answers fluent: docs/method.md section 4)")
-    struct_kl_top_k: int = _f(32, "the structural KL against the base model's top-k tokens plus one bucket for the "
-                              "rest, computed once per example and kept (docs/method.md section 4): no base pass per "
-                              "phase II step (measured: 45 percent of a step on SmolLM2-135M); 0: the exact KL against a "
-                              "base pass at every step (the spec's form)")
+    lambda_struct: float = _f(1.0,
+                              "weight of the structural KL(p_base || p_model) on struct_tokens (the paper: 0.01; "
+                              "docs/method.md section 4)")
+    struct_kl_top_k: int = _f(32,
+                              "the structural KL against the base model's top-k tokens plus one bucket for the "
+                              "rest, computed once per example (no base pass per phase II step); 0: the exact KL "
+                              "against a base pass at every step")
     lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
-    margin: float = _f(1.0, "hinge margin: push the true token this far below the runner-up, then stop")
-    hinge_tokens: str = _f("content", "forget tokens the hinge pushes down: 'content' (words that carry the fact: "
-                           "not punctuation, end-of-turn or function words such as 'the', 'was') or 'all'",
+    margin: float = _f(3.0,
+                       "hinge margin: push the true token this far below the runner-up, then stop (the spec: 1; "
+                       "docs/method.md section 4)")
+    hinge_tokens: str = _f("new_content",
+                           "forget tokens the hinge pushes down: 'new_content' (content words the prompt does not "
+                           "already hold), 'content' (words that carry the fact: not punctuation, end of turn or "
+                           "function words such as 'the', 'was') or 'all' (docs/method.md section 4)",
                            choices=("content", "new_content", "all"))
     struct_tokens: str = _f("non_hinge", "positions of the structural KL: 'non_hinge', every position the hinge does "
                             "not push (prompt, high-entropy, function words, punctuation, end of turn); or the "
                             "high-entropy ones only, at 'all' positions (prompt and answer) or 'answer' positions",
                             choices=("all", "answer", "non_hinge"))
-    route_tokens: str = _f("all", "tokens the router learns the domain from: 'all' (measured better on the demo: "
-                           "forget ROUGE-L 0.41 vs 0.68 at equal retain) or 'low' entropy only (the spec's choice)",
-                           choices=("low", "all"))
-    router_warmup: bool = _f(False, "also train the routers during phase I (their domain cross-entropy on "
-                             "detached features, classes weighted by inverse frequency), so that phase II starts "
-                             "with trained routers; measured on the comparison: no gain (utility 0.551 vs 0.544), "
-                             "so off by default, as in the spec (routers learn in phase II only)")
+    route_tokens: str = _f("all",
+                           "tokens the router learns the domain from: 'all' or 'low' entropy only (the spec's "
+                           "choice)", choices=("low", "all"))
+    router_warmup: bool = _f(False,
+                             "also train the routers during phase I (their domain cross-entropy on detached "
+                             "features, classes weighted by inverse frequency), so that phase II starts with "
+                             "trained routers")
     # --- schedule ---
-    phase1_epochs: float = _f(0.0, "epochs of phase I (A + B_R on high-entropy tokens of retain and forget); the "
-                              "paper's 1 moved never-taught and general answers on TOFU while the question router "
-                              "keeps them on B_R, so 0 (B_R stays zero: those answers are the base model's exactly)")
-    phase2_epochs: float = _f(6.0, "epochs of phase II (asymmetric unlearning), counted over the forget set: a cap, "
-                              "since the forget-probability stop ends phase II first at the default rate (TOFU: "
-                              "after 35-41 steps, 1.5 epochs). 6, not the paper's 3 (deviation): on the TOFU tune "
-                              "split half the learning rate needed 73 of 3 epochs' 75 steps to reach the stop, and on "
-                              "the report split it ran out at 75 (forget ROUGE-L +0.058); with 6 it stops at 81-85 "
-                              "(+0.041, reworded +0.026; docs/method.md section 4). On a forget set of ~10 "
-                              "examples the cap gives 18 steps and the stop does not fire: the demo's answers came "
-                              "out garbled at 18 and not at 15, so its preset keeps 3")
-    phase2_min_steps: int = _f(15, "phase II runs at least this many steps (more epochs over a small forget set): the "
-                               "demo's 10 forget QA gave 9 steps at 3 epochs and stopped half-way (forget ROUGE-L "
-                               "0.52). 15 at lr 2e-3 is the budget 30 steps at 1e-3 gave (demo: forget 0.325, fluent "
-                               "answers); 30 at 2e-3 garbled two of the demo's three forget answers shown. 0 disables")
-    stop_when_forgotten: float = _f(-1.0, "the hinge-count stop rule (the default before the probability rule): end "
-                                    "phase II once, over the last stop_window_steps steps (default: one epoch), at "
-                                    "most this fraction of the hinge's forget tokens were still above the margin, but "
-                                    "not before phase2_min_steps; negative (the default): off. On TOFU at 0.5 it "
-                                    "moved forget ROUGE-L by +0.062 at half the learning rate (docs/method.md "
-                                    "section 4)")
-    stop_window_steps: int = _f(0, "steps the hinge-count stop looks back over; 0 (the default) = one epoch of forget "
-                                "batches. Measured on TOFU: a 5-step window at stop_when_forgotten 0.2 stopped later "
-                                "(KS p 0.019 against 0.24, 3 seeds) and was no more robust to the learning rate")
-    stop_answer_overlap: float = _f(-1.0, "the other stop rule, on what generation answers: end phase II once the greedy "
-                                    "answers to stop_check_questions forget questions have a mean ROUGE-L recall of at "
-                                    "most this against the forget answers (checked every stop_check_every steps from "
-                                    "phase2_min_steps on); negative (the default): off. Measured on TOFU at 0.3: no more "
-                                    "robust to the learning rate than the hinge count (tune split +0.063 forget ROUGE-L "
-                                    "at half the rate, report split -0.075 at twice it), and each check costs a "
-                                    "generation pass (docs/method.md section 4)")
-    stop_forget_probability: float = _f(0.05, "end phase II once the mean teacher-forced probability exp(-mean NLL) "
-                                        "of the forget answers the last stop_probability_steps steps trained on (read "
-                                        "from the training forward, no extra pass) is at most this, but not before "
-                                        "phase2_min_steps (deviation: the spec runs a fixed length); negative: off. "
-                                        "On TOFU: forget probability 0.049 (a model that never saw the forget set: "
-                                        "0.068), KS p 0.47; forget ROUGE-L moved +0.003 / -0.029 at half / twice "
-                                        "the learning rate on the tune split and +0.041 / -0.044 on the report "
-                                        "split, where half the rate needs the 6-epoch cap of phase2_epochs "
-                                        "(docs/method.md section 4)")
+    phase1_epochs: float = _f(0.0,
+                              "epochs of phase I (A + B_R on high-entropy tokens of retain and forget); 0 (the "
+                              "default, a deviation: docs/method.md section 4) skips it")
+    phase2_epochs: float = _f(6.0,
+                              "epochs of phase II (asymmetric unlearning), counted over the forget set: a cap, "
+                              "the stop rule (stop_level_scale) ends phase II earlier")
+    phase2_min_steps: int = _f(15,
+                               "phase II runs at least this many steps (more epochs over a small forget set); 0 "
+                               "disables")
+    stop_when_forgotten: float = _f(-1.0,
+                                    "hinge-count stop: end phase II once, over the last stop_window_steps steps, "
+                                    "at most this fraction of the hinge's forget tokens were still above the "
+                                    "margin, but not before phase2_min_steps; negative (the default): off")
+    stop_window_steps: int = _f(0, "steps the hinge-count stop looks back over; 0: one epoch of forget batches")
+    stop_answer_overlap: float = _f(-1.0,
+                                    "answer-overlap stop: end phase II once the greedy answers to "
+                                    "stop_check_questions forget questions have a mean ROUGE-L recall of at most "
+                                    "this against the forget answers (checked every stop_check_every steps from "
+                                    "phase2_min_steps on); negative (the default): off")
+    stop_forget_probability: float = _f(-1.0,
+                                        "absolute-probability stop: end phase II once the mean teacher-forced "
+                                        "probability exp(-mean NLL) of the forget answers of the last "
+                                        "stop_probability_steps steps (read from the training forward) is at most "
+                                        "this, but not before phase2_min_steps; negative (the default): off")
+    stop_level_scale: float = _f(1.0,
+                                 "the default stop: end phase II once stop_check_questions forget answers, scored "
+                                 "as generation would, are on average at most this times as likely as mismatched "
+                                 "answers (each question with another forget domain's answer) under the starting "
+                                 "model; checked every stop_check_every steps from phase2_min_steps on; negative: "
+                                 "off (docs/method.md section 4)")
     stop_probability_steps: int = _f(4, "steps the forget-probability stop averages over")
-    stop_check_every: int = _f(5, "steps between two answer-overlap checks (each generates stop_check_questions answers)")
-    stop_check_questions: int = _f(16, "forget questions the answer-overlap check generates for (a fixed sample)")
+    stop_check_every: int = _f(5, "steps between two checks of the level and answer-overlap stops")
+    stop_check_questions: int = _f(32, "forget questions the level and answer-overlap checks read (a fixed sample)")
     batch_size: int = _f(4, "examples per optimisation step")
     lr_phase1: float = _f(2e-4, "learning rate of phase I")
-    lr_phase2: float = _f(2e-3, "learning rate of phase II (the experts it trains); 2e-3 puts the default budget where "
-                          "forgetting has saturated (the hinge is bounded, so more budget changes little): measured on "
-                          "TOFU, 1e-3 left half the budget under-forgetting (docs/method.md section 4)")
+    lr_phase2: float = _f(2e-3, "learning rate of phase II (the experts it trains)")
     lr_router: float = _f(1e-2, "learning rate of the routers (linear probes on detached features)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
@@ -208,6 +200,8 @@ class AlterConfig:
                 bad(name, "must be >= 0")
         if not self.stop_forget_probability < 1:
             bad("stop_forget_probability", "must be < 1 (a probability; negative disables the probability check)")
+        if not math.isfinite(self.stop_level_scale):
+            bad("stop_level_scale", "must be a finite number (negative disables the level stop)")
         if not self.stop_answer_overlap < 1:
             bad("stop_answer_overlap", "must be < 1 (a ROUGE-L recall; negative disables the answer check)")
         if not self.stop_when_forgotten < 1:
@@ -269,7 +263,7 @@ class AlterConfig:
         Its own file name, so saving a config into an adapter folder never overwrites the adapter's
         ``adapter_config.json``."""
         from alter import io as alter_io
-        from alter.persistence import CONFIG_FILE
+        from alter.modeling.persistence import CONFIG_FILE
 
         path = Path(save_directory) / CONFIG_FILE
         alter_io.atomic_write_json(path, {"format": "alter-config", "config": self.to_dict()})
@@ -280,7 +274,7 @@ class AlterConfig:
         """The config in ``directory``: its ``alter_config.json`` (:meth:`save_pretrained`), else the config of
         the ALTER adapter saved there (``AlterModel.save_pretrained``). FileNotFoundError when there is
         neither; ValueError for a PEFT adapter, a damaged file or an unknown key."""
-        from alter import persistence
+        from alter.modeling import persistence
 
         path = Path(directory) / persistence.CONFIG_FILE
         if not path.is_file():

@@ -1,4 +1,5 @@
-"""Atomic writes: a saved adapter or checkpoint is either the old one or the new one, never a mix.
+"""Atomic writes: a saved adapter or checkpoint is either the old one or the new one, never a mix
+(and the one JSON writer, :func:`atomic_write_json`, and JSONL reader, :func:`read_jsonl`).
 
 Files are written to a temporary name in the same folder, flushed to disk, then renamed over
 the target (``os.replace`` is atomic on POSIX). A directory (config + weights) is built in a
@@ -14,7 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -57,8 +58,41 @@ def atomic_write_bytes(path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+def atomic_write_json(path, obj, *, lines: bool = False, sort_keys: bool = True, ensure_ascii: bool = True) -> Path:
+    """Write ``obj`` as indented JSON, or with ``lines`` the records of ``obj`` one object per line (JSONL),
+    atomically (a temporary file in the same folder, fsync, ``os.replace``); returns ``path``.
+    The one JSON writer: results, reports, configs and data files all go through it."""
+    def dump(value, indent):
+        return json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, default=str)
+
+    text = "".join(dump(rec, None) + "\n" for rec in obj) if lines else dump(obj, 2) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return Path(path)
+
+
+def append_jsonl(path, record) -> None:
+    """Append one object as a line to a JSONL log (a training log grows line by line, so it is not
+    rewritten atomically; a crash loses at most the last line)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path) -> List[dict]:
+    """The objects of a JSONL file, one per non-blank line; a malformed line is a ``ValueError`` naming
+    the file and the line. The one JSONL reader."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {n}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"{path} line {n}: each line must be a JSON object, got {type(value).__name__}")
+            rows.append(value)
+    return rows
 
 
 def atomic_save_tensors(path, tensors: Dict[str, torch.Tensor], metadata: Optional[Dict[str, str]] = None) -> None:

@@ -40,7 +40,7 @@ def _examples():
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from alter import model_loading
+    from alter.modeling import model_loading
 
     try:
         model, tok = model_loading.load("smollm2-135m", device=DEVICE)

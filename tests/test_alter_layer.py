@@ -6,7 +6,7 @@ from torch import nn
 
 import alter_kernels
 from alter import AlterLinear
-from alter.routing_state import RoutingState
+from alter.modeling.routing_state import RoutingState
 from tests.conftest import devices
 
 

@@ -7,7 +7,7 @@ import torch
 
 import alter
 import alter_kernels
-from alter.entropy import shift_entropy
+from alter.modeling.entropy import shift_entropy
 from alter.config import AlterConfig
 from tests.helpers import make_tiny_llama, make_tiny_tokenizer
 
@@ -284,7 +284,7 @@ def test_a_bfloat16_base_keeps_float32_adapters_and_trains(tiny_tokenizer):
 def test_question_routed_forward_routes_once_and_shares_the_plan(tiny_tokenizer, monkeypatch):
     """With per-question router logits every layer's gates are the same: the first layer routes, the
     others reuse its plan; outputs equal routing in every layer."""
-    from alter.layer import AlterLinear
+    from alter.modeling.layer import AlterLinear
 
     w = _wrapped(tiny_tokenizer)
     enc = _ids(tiny_tokenizer, "some text here", "more")
@@ -308,7 +308,7 @@ def test_question_routed_forward_routes_once_and_shares_the_plan(tiny_tokenizer,
 def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny_tokenizer, monkeypatch):
     """A retain-routed question on an untrained (zero) retain expert: the adapter adds exactly nothing,
     so the layer runs its base layer alone; the output is the same as computing the zero delta."""
-    from alter.layer import AlterLinear
+    from alter.modeling.layer import AlterLinear
 
     w = _wrapped(tiny_tokenizer)
     with torch.no_grad():
@@ -334,6 +334,6 @@ def test_at_inference_a_layer_whose_used_experts_are_zero_skips_its_adapter(tiny
         torch.testing.assert_close(skipped, base)
         w(**enc, entropy=ent, router_logits=forget)           # a forget expert in use: the adapter runs
         assert len(adapter_calls) == len(w.adapter_layers())
-        monkeypatch.setattr(AlterLinear, "adds_nothing", lambda self, used, zero=None: False)
+        monkeypatch.setattr(AlterLinear, "is_inert", lambda self, used, zero=None: False)
         computed = w(**enc, entropy=ent.clone(), router_logits=retain_only).logits
     torch.testing.assert_close(skipped, computed)

@@ -8,7 +8,7 @@ import torch
 import alter
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
-from alter.train.forget_window import ForgetWindow
+from alter.train.stopping.window import ForgetWindow
 from alter.train.batches import collate_items
 from tests.helpers import make_tiny_llama
 
@@ -19,7 +19,7 @@ RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["C
 
 def _config(**kw):
     base = dict(batch_size=2, phase1_epochs=1, phase2_epochs=1, lr_phase1=1e-2, lr_phase2=1e-2, lr_router=1e-2,
-                phase2_min_steps=0, stop_answer_overlap=-1.0, stop_forget_probability=-1.0)
+                phase2_min_steps=0, stop_answer_overlap=-1.0, stop_forget_probability=-1.0, stop_level_scale=-1.0)
     base.update(kw)
     return alter.AlterConfig(**base)
 

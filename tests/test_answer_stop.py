@@ -1,4 +1,4 @@
-"""Phase II's answer-overlap stop (alter/train/answer_stop.py, early_stop.py): what generation answers decides."""
+"""Phase II's answer-overlap stop (alter/train/stopping/answer_overlap.py, early_stop.py): what generation answers decides."""
 
 import json
 
@@ -8,8 +8,8 @@ import torch
 import alter
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
-from alter.train import answer_stop
-from alter.train.answer_stop import AnswerOverlapStop
+from alter.train.stopping import answer_overlap as answer_stop
+from alter.train.stopping.answer_overlap import AnswerOverlapStop
 from tests.helpers import make_tiny_llama
 
 FORGET = [QAExample(f"Where does zorblat {i} live?", f"zorblat {i} lives in the city of Qwex.", domain="forget")
@@ -21,7 +21,7 @@ def _trainer(tok, tmp_path=None, **kw):
     torch.manual_seed(0)
     # the other rules off, so that only the answer check can stop phase II
     cfg = dict(batch_size=2, phase1_epochs=0, phase2_epochs=3, lr_phase2=1e-2, phase2_min_steps=0,
-               stop_when_forgotten=-1.0, stop_forget_probability=-1.0)
+               stop_when_forgotten=-1.0, stop_forget_probability=-1.0, stop_level_scale=-1.0)
     cfg.update(kw)
     return AlterTrainer(make_tiny_llama(len(tok)), tok, alter.AlterConfig(**cfg), FORGET, RETAIN,
                         output_dir=tmp_path, progress=False)

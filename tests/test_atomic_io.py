@@ -43,7 +43,7 @@ def test_readers_recover_first(tmp_path):
     _save(target, "old")
     os.replace(target, tmp_path / ".adapter.old")
     with pytest.raises(FileNotFoundError, match="adapter_config.json is missing"):
-        alter.model.read_adapter_config(target)
+        alter.modeling.model.read_adapter_config(target)
     assert (target / "weights.txt").read_text() == "old"       # brought back, then found no config
     ckpts = tmp_path / "checkpoints"
     _save(ckpts / "step-00000003", "x")

@@ -8,13 +8,14 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from alter.baselines import BASELINE_NAMES, METHODS, UNLEARNING_NAMES, UnlearningRun, resolve_method, run_unlearning
-from alter.baselines.layers import block_output, decoder_layers
 from alter.baselines.lora import LoRAGradDiff
-from alter.baselines.losses import answer_nll, kl_positions, masked_activation_mse, npo_loss, sequence_logprob
+from alter.baselines.losses import kl_positions, masked_activation_mse, npo_loss, sequence_logprob
 from alter.baselines.rl import random_answers
 from alter.baselines.rmu import default_layer, random_direction
+from alter.modeling.blocks import block_output, decoder_layers
 from alter.data.schema import QAExample
 from alter.train.batches import collate_items, encode_items, phase2_plan
+from alter.train.losses import answer_nll
 from tests.helpers import make_tiny_llama
 
 FORGET = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain="forget") for n in ["Ana", "Bo", "Cy"]]

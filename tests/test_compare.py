@@ -8,8 +8,8 @@ import torch
 
 import alter
 from alter.cli import bench as cli
-from alter.compare import parse_methods
-from alter.compare.table import pareto_front, to_markdown
+from alter.experiments.compare import parse_methods
+from alter.experiments.compare.table import pareto_front, to_markdown
 from tests.helpers import make_tiny_llama, make_tiny_tokenizer
 
 

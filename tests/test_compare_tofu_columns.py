@@ -1,10 +1,10 @@
-"""The TOFU benchmark's robustness and routing columns (alter/compare/worker.py) on a tiny model."""
+"""The TOFU benchmark's robustness and routing columns (alter/experiments/compare/worker.py) on a tiny model."""
 
 import torch
 
 import alter
-from alter.compare.settings import CompareSettings
-from alter.compare.worker import CompareData, _robustness_columns, _routing_columns
+from alter.experiments.compare.settings import CompareSettings
+from alter.experiments.compare.worker import CompareData, _robustness_columns, _routing_columns
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
 from tests.helpers import make_tiny_llama

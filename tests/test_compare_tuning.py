@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from alter.cli import bench as cli
-from alter.compare.table import to_markdown
-from alter.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
-from alter.compare.variants import MethodSpec, parse_spec
+from alter.experiments.compare.table import to_markdown
+from alter.experiments.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
+from alter.experiments.compare.variants import MethodSpec, parse_spec
 from tests.helpers import make_tiny_llama, make_tiny_tokenizer
 from tests.test_data_tofu import _write_tofu
 
@@ -105,8 +105,8 @@ def test_a_spec_s_lr_and_epochs_reach_the_unlearning_run(monkeypatch):
 
     import alter.baselines
     import alter.train
-    from alter.compare import worker
-    from alter.compare.settings import CompareSettings
+    from alter.experiments.compare import worker
+    from alter.experiments.compare.settings import CompareSettings
 
     seen = {}
 
@@ -137,7 +137,7 @@ def test_a_spec_s_lr_and_epochs_reach_the_unlearning_run(monkeypatch):
 
 
 def test_runs_made_before_the_retain_model_get_their_ks_p_value_from_stored_probabilities():
-    from alter.compare.comparison import _ks_against_retain
+    from alter.experiments.compare.comparison import _ks_against_retain
     from alter.eval.metrics.tofu import forget_quality
 
     ref, probs = [0.1, 0.2, 0.3, 0.4], [0.8, 0.9, 0.95, 0.99]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from alter.compare.settings import TOFU, CompareSettings
-from alter.compare.worker import build_data
+from alter.experiments.compare.settings import TOFU, CompareSettings
+from alter.experiments.compare.worker import build_data
 from alter.data.tofu import load_tofu, reword
 
 

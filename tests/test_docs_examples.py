@@ -6,7 +6,7 @@ How the examples run, so that they can be written for users and stay readable:
   session. Each block is one test (``README.md:L95``: the line of its fence); a block after a failed
   one fails too, naming the first failure. Running one block alone (``-k``) runs the blocks before it.
 - Loading a model gives a tiny random Llama and its character-level tokenizer (``tests/helpers.py``)
-  instead: ``alter.model_loading.load(...)``, ``AutoModelForCausalLM.from_pretrained(...)`` and
+  instead: ``alter.modeling.model_loading.load(...)``, ``AutoModelForCausalLM.from_pretrained(...)`` and
   ``AutoTokenizer.from_pretrained(...)`` are patched, and every call returns the same weights, so
   "load the base model again" gives the model the example expects.
 - Each page runs in a fresh folder holding ``forget.jsonl`` and ``retain.jsonl`` (a few
@@ -99,12 +99,12 @@ def tiny_model_and_tokenizer():
 def _patch_loaders(monkeypatch) -> None:
     import transformers
 
-    import alter.model_loading
+    import alter.modeling.model_loading
 
     def load(*args, **kwargs):
         return tiny_model_and_tokenizer()
 
-    monkeypatch.setattr(alter.model_loading, "load", load)
+    monkeypatch.setattr(alter.modeling.model_loading, "load", load)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         classmethod(lambda cls, *a, **k: tiny_model_and_tokenizer()[0]))
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",

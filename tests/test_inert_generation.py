@@ -2,15 +2,15 @@
 
 With phase I off, ``B_R`` stays exactly zero, so a question the question router keeps on the retain
 expert is answered by the base model. Generation then reuses the prompt's base pass (which it needs
-anyway for the router) instead of running the prompt a second time (alter/routed_generation.py)."""
+anyway for the router) instead of running the prompt a second time (alter/modeling/routed_generation.py)."""
 
 import pytest
 import torch
 
 import alter
-import alter.routed_generation as rg
+import alter.modeling.routed_generation as rg
 from alter.data.schema import QAExample
-from alter.question_router import EXCLUDED
+from alter.modeling.question_router import EXCLUDED
 from alter.train import AlterTrainer
 from tests.helpers import make_tiny_llama
 
@@ -41,7 +41,7 @@ def _first_call_widths(model, fn):
 
 def _slow(model, monkeypatch, fn):
     with monkeypatch.context() as m:
-        m.setattr(rg, "adapter_inert", lambda wrapper, router_logits: False)
+        m.setattr(rg, "is_inert", lambda wrapper, router_logits: False)
         return fn()
 
 
@@ -56,7 +56,7 @@ def test_retain_questions_skip_the_second_prompt_pass_and_give_the_same_tokens(a
     enc = tiny_tokenizer(["Who is Cy?", "Who is Fa, who sells cars?"], return_tensors="pt", padding=True)
     _, router_logits = alter_model.route_questions(enc.input_ids, enc.attention_mask)
     assert (router_logits[:, 1:] == EXCLUDED).all()                  # both kept on the retain expert
-    assert rg.adapter_inert(alter_model, router_logits)
+    assert rg.is_inert(alter_model, router_logits)
     gen = lambda: alter_model.generate(enc.input_ids, attention_mask=enc.attention_mask, output_scores=True,
                                        return_dict_in_generate=True, **KW)
     fast, widths = _first_call_widths(alter_model, gen)
@@ -75,7 +75,7 @@ def test_a_question_an_expert_can_change_runs_the_full_path(alter_model, tiny_to
     enc = tiny_tokenizer(["Who is Ana?"], return_tensors="pt")
     _, router_logits = alter_model.route_questions(enc.input_ids, enc.attention_mask)
     assert router_logits[0, 1] > EXCLUDED                             # routed to the forget expert
-    assert not rg.adapter_inert(alter_model, router_logits)
+    assert not rg.is_inert(alter_model, router_logits)
     _, widths = _first_call_widths(alter_model, lambda: alter_model.generate(enc.input_ids, **KW))
     assert widths[0] == enc.input_ids.shape[1]
 
@@ -85,11 +85,11 @@ def test_a_trained_retain_expert_makes_retain_questions_take_the_full_path(tiny_
     model = _trained(tiny_tokenizer)
     enc = tiny_tokenizer(["Who is Cy?"], return_tensors="pt")
     _, router_logits = model.route_questions(enc.input_ids, enc.attention_mask)
-    assert rg.adapter_inert(model, router_logits)
+    assert rg.is_inert(model, router_logits)
     layer = next(iter(model.adapter_layers().values()))
     with torch.no_grad():
         layer.lora_B[0].add_(0.01)                                   # B_R of one layer is no longer zero
-    assert not rg.adapter_inert(model, router_logits)
+    assert not rg.is_inert(model, router_logits)
     _, widths = _first_call_widths(model, lambda: model.generate(enc.input_ids, **KW))
     assert widths[0] == enc.input_ids.shape[1]
 

@@ -12,7 +12,7 @@ import torch
 
 import alter
 import alter_kernels
-from alter.layer import AlterLinear
+from alter.modeling.layer import AlterLinear
 from tests.helpers import make_tiny_llama
 
 

@@ -1,11 +1,10 @@
-"""One registry of methods (alter.methods): the comparison's list and the CLI's help come from it."""
+"""One registry of methods (alter.baselines.registry): the comparison's list and the CLI's help come from it."""
 
 import pytest
 
-from alter.baselines.registry import METHODS as BASELINE_CLASSES
+from alter.baselines.registry import METHODS as BASELINE_CLASSES, REGISTRY, TRAINABLE, method_info
 from alter.cli.train import build_parser
-from alter.compare import ALL_METHODS
-from alter.methods import REGISTRY, TRAINABLE, method_info
+from alter.experiments.compare import ALL_METHODS
 
 
 def test_every_method_is_registered_once_with_how_it_trains():

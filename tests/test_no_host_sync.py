@@ -6,8 +6,8 @@ import torch
 
 import alter
 import alter_kernels
-from alter.layer import AlterLinear
-from alter.question_router import QuestionRouter
+from alter.modeling.layer import AlterLinear
+from alter.modeling.question_router import QuestionRouter
 from tests.helpers import make_tiny_llama, make_tiny_tokenizer
 from tests.sync_guard import HostSync, no_host_sync
 

@@ -1,4 +1,4 @@
-"""Phase II's forget-probability stop (alter/train/early_stop.py, losses.py; docs/method.md §4)."""
+"""Phase II's forget-probability stop (alter/train/stopping/early_stop.py, losses.py; docs/method.md §4)."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import torch
 
 import alter
 from alter.eval.evaluators import evaluate_qa
-from alter.train.early_stop import EarlyStop
+from alter.train.stopping import EarlyStop
 from alter.train.step_values import step_values
 from alter.train.losses import phase2_losses
 from tests.helpers import make_tiny_llama
@@ -69,7 +69,7 @@ def test_phase2_stops_once_the_window_mean_is_under_the_threshold(tiny_tokenizer
 
 def test_checkpoint_state_keeps_both_windows_and_reads_the_old_hinge_only_form():
     cfg = alter.AlterConfig(stop_when_forgotten=0.5, stop_window_steps=3, stop_forget_probability=0.1,
-                            stop_probability_steps=2)
+                            stop_probability_steps=2, stop_level_scale=-1.0)
     plan, is_forget = [[0, 1], [2, 3]], (lambda i: True)
     stop = EarlyStop.build(cfg, None, FORGET, plan, is_forget)
     out = {"forget_violating": torch.tensor(2), "forget_tokens": torch.tensor(5),
@@ -81,7 +81,8 @@ def test_checkpoint_state_keeps_both_windows_and_reads_the_old_hinge_only_form()
     old = EarlyStop.build(cfg, None, FORGET, plan, is_forget, window_state=stop.state()["hinge"])
     assert old.window.counts == [[2, 5]] and old.probability.counts == []
     # steps without any forget answer (count 0) never stop phase II, however low the threshold is met
-    empty = EarlyStop.build(alter.AlterConfig(stop_probability_steps=1, phase2_min_steps=0), None, FORGET, plan,
+    empty = EarlyStop.build(alter.AlterConfig(stop_probability_steps=1, phase2_min_steps=0,
+                                                   stop_forget_probability=0.05, stop_level_scale=-1.0), None, FORGET, plan,
                             is_forget)
     assert not empty.update(1, step_values({"forget_answer_nll": torch.zeros(2, 2)}), None)
 

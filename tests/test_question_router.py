@@ -5,7 +5,7 @@ import torch
 
 import alter
 from alter.data.schema import QAExample
-from alter.question_router import EXCLUDED, QuestionRouter
+from alter.modeling.question_router import EXCLUDED, QuestionRouter
 from alter.train import AlterTrainer
 from tests.helpers import make_tiny_llama
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alter.compare.table import robustness_markdown, routing_markdown
+from alter.experiments.compare.table import robustness_markdown, routing_markdown
 from alter.data.schema import QAExample
 from alter.eval.robustness import VARIANTS, author_key, author_names, evaluate_robustness, variant_prompt
 

@@ -1,11 +1,11 @@
-"""The routing unit: which tokens the question router reads (alter/routing_unit.py, docs/method.md §3)."""
+"""The routing unit: which tokens the question router reads (alter/modeling/routing_unit.py, docs/method.md §3)."""
 
 import pytest
 import torch
 
 import alter
 from alter.data.prompts import encode_qa
-from alter.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks, user_turn_marker
+from alter.modeling.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks, user_turn_marker
 
 
 def _chat(tok, turns, question, system="Answer the question."):
@@ -106,7 +106,7 @@ def test_route_unit_prompt_reads_every_prompt_token(tiny_tokenizer):
 def test_router_features_stop_at_the_router_block_and_equal_the_full_pass(tiny_tokenizer):
     """Retain rows only feed the router's bank: their pass ends at the router's block (no later block,
     no LM head) and gives the features the full base pass gives."""
-    from alter.question_router import decoder_layers
+    from alter.modeling.blocks import decoder_layers
     from tests.helpers import make_tiny_llama
 
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_a_follow_up_that_refers_back_takes_the_earlier_turns_route(chat_models,
 
 
 def test_referring_words_are_found_as_single_tokens():
-    from alter.routing_unit import referring_token_ids
+    from alter.modeling.routing_unit import referring_token_ids
     from tests.helpers import make_tiny_tokenizer
 
     assert referring_token_ids(make_tiny_tokenizer()) == []                  # characters only: none is one token

@@ -12,7 +12,7 @@ import alter
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, encode_qa, prompt_ids
 from alter.data.schema import QAExample
 from alter.eval import score_encoded
-from alter.question_router import EXCLUDED
+from alter.modeling.question_router import EXCLUDED
 from alter.train import AlterTrainer
 from tests.helpers import make_tiny_llama
 

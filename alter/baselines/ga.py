@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from alter.baselines.base import UnlearningMethod, forward_logits
-from alter.baselines.losses import answer_nll
+from alter.train.losses import answer_nll
 
 
 @dataclass

@@ -4,7 +4,7 @@
 
 Liu et al. 2022, "Continual Learning and Private Unlearning" (CoLLAs). Matches open-unlearning
 ``GradDiff`` with ``retain_loss_type: NLL`` and its defaults ``gamma: 1.0, alpha: 1.0``
-(configs/trainer/GradDiff.yaml). NLL as in :func:`alter.baselines.losses.answer_nll`.
+(configs/trainer/GradDiff.yaml). NLL as in :func:`alter.train.losses.answer_nll`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from alter.baselines.base import UnlearningMethod, forward_logits
-from alter.baselines.losses import answer_nll
+from alter.train.losses import answer_nll
 
 
 @dataclass

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from alter.baselines.base import UnlearningMethod, forward_logits
-from alter.baselines.losses import answer_nll, kl_positions, kl_to_reference
+from alter.baselines.losses import kl_positions, kl_to_reference
+from alter.train.losses import answer_nll
 
 
 def retain_kl(model, reference, retain_batch, which: str):

@@ -3,9 +3,9 @@
 Alignment is the usual causal one: ``logits[:, t]`` predicts ``labels[:, t+1]``; positions whose
 label is -100 (the prompt, padding) do not count. Everything is computed in float32.
 
-- ``answer_nll``: mean negative log-likelihood over every answer token of the batch,
-  ``NLL = -(1/N) sum_{i,t} log p(y_{i,t} | y_{i,<t}, x_i)`` — the value of a Hugging Face causal
-  LM's ``loss`` (the term GA ascends and GradDiff / RL descend).
+- ``answer_nll`` (:func:`alter.train.losses.answer_nll`, shared with ALTER's trainer): mean negative
+  log-likelihood over every answer token of the batch, ``NLL = -(1/N) sum_{i,t} log p(y_{i,t} | y_{i,<t},
+  x_i)`` — the value of a Hugging Face causal LM's ``loss`` (the term GA ascends and GradDiff / RL descend).
 - ``sequence_logprob``: ``log pi(y_i | x_i) = sum_t log p(y_{i,t} | ...)`` per sequence, summed
   over its answer tokens (NPO's sequence likelihood; open-unlearning ``compute_batch_nll``
   returns its negative).
@@ -26,32 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from alter.data.prompts import IGNORE_INDEX
-
-
-def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[B, T-1]`` negative log-likelihood of each next token; 0 where the label is -100."""
-    B, T, V = logits.shape
-    lg = logits[:, :-1].reshape(-1, V).float()
-    lb = labels[:, 1:].reshape(-1).to(lg.device)
-    return F.cross_entropy(lg, lb, ignore_index=IGNORE_INDEX, reduction="none").view(B, T - 1)
-
-
-def answer_mask(labels: torch.Tensor) -> torch.Tensor:
-    """``[B, T-1]`` True where ``labels[:, t+1]`` is an answer token (predicted by position t)."""
-    return labels[:, 1:] != IGNORE_INDEX
-
-
-def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL over all answer tokens of the batch (a causal LM's ``loss``)."""
-    mask = answer_mask(labels).to(logits.device)
-    count = mask.sum()
-    if int(count) == 0:
-        raise ValueError("batch has no answer tokens (every label is -100)")
-    return token_nll(logits, labels).sum() / count
+from alter.train.losses import next_labels, token_nll
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[B]`` log pi(y | x): the sum of each sequence's answer-token log-probabilities."""
+    """``[B]`` log pi(y | x): the sum of each sequence's answer-token log-probabilities
+    (:func:`alter.train.losses.token_nll`, the per-token NLL with the causal shift)."""
     return -token_nll(logits, labels).sum(dim=-1)
 
 
@@ -83,9 +63,7 @@ def kl_positions(batch: dict, which: str) -> torch.Tensor:
         return batch["attention_mask"].bool()
     if which == "answer":
         labels = batch["labels"]
-        pos = torch.zeros_like(labels, dtype=torch.bool)
-        pos[:, :-1] = answer_mask(labels)
-        return pos
+        return (next_labels(labels) != IGNORE_INDEX).view(labels.shape)
     raise ValueError(f"kl_tokens must be 'sequence' or 'answer', got {which!r}")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from alter.baselines.base import forward_logits
-from alter.baselines.losses import answer_nll
+from alter.train.losses import answer_nll
 from alter.baselines.npo import NPO, npo_forget_term
 
 

@@ -1,12 +1,22 @@
-"""Every baseline by name, and the one lookup that turns a name (or an instance) into a method.
+"""Every method ALTER's tools run, by name: the reference models, the baselines, ALTER and its ablation.
 
-``alter`` and ``asymlora`` are not baselines: they are ALTER itself and its entropy-free ablation,
-trained by :class:`alter.train.AlterTrainer`; :mod:`alter.methods` is the registry of all of them.
+One registry for :func:`alter.baselines.run_unlearning` (:func:`resolve_method`), the CLI
+(``alter-train --method``), the comparison (``alter-bench --methods``) and their help text. Each
+entry says how the method is trained:
+
+- ``reference``: ``finetune`` (the model before unlearning) and ``retain`` (taught the retain set
+  only: what a perfect unlearner would match), classes of :mod:`alter.baselines`;
+- ``baseline``: an unlearning baseline, a class of :mod:`alter.baselines` run by
+  :func:`alter.baselines.run_unlearning`;
+- ``alter``: trained by :class:`alter.train.AlterTrainer` with ``AlterConfig`` overrides:
+  ``alter`` with none, ``asymlora`` (the entropy-free ablation, docs/method.md §5) with
+  ``token_entropy=False``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type, Union
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Type, Union
 
 from alter.baselines.base import Method
 from alter.baselines.finetune import FineTune
@@ -21,17 +31,67 @@ from alter.baselines.retain import RetainOnly
 from alter.baselines.rl import RandomLabels
 from alter.baselines.rmu import RMU
 
-METHODS: Dict[str, Type[Method]] = {cls.name: cls for cls in (
-    GradientAscent, GradDiff, KLMin, NPO, NPOGradDiff, NPOKL, RandomLabels, RMU, LoRAGradDiff, FineTune, RetainOnly)}
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    kind: str                                   # "reference", "baseline" or "alter"
+    summary: str
+    alter_config: Mapping[str, object] = field(default_factory=dict)   # kind "alter": AlterConfig overrides
+    cls: Optional[Type[Method]] = None          # kinds "reference" and "baseline": what run_unlearning runs
+
+
+def _class_entry(cls: Type[Method], summary: str) -> MethodInfo:
+    kind = "reference" if cls.name in ("finetune", "retain") else "baseline"
+    return MethodInfo(cls.name, kind, summary, cls=cls)
+
+
+REGISTRY: Dict[str, MethodInfo] = {m.name: m for m in (
+    _class_entry(GradientAscent, "gradient ascent on the forget set"),
+    _class_entry(GradDiff, "gradient ascent on forget + descent on retain"),
+    _class_entry(KLMin, "gradient ascent on forget + KL to the original model on retain"),
+    _class_entry(NPO, "negative preference optimisation on the forget set"),
+    _class_entry(NPOGradDiff, "NPO + descent on retain"),
+    _class_entry(NPOKL, "NPO + KL to the original model on retain"),
+    _class_entry(RandomLabels, "fine-tune the forget questions on random answers"),
+    _class_entry(RMU, "steer a middle layer's activations on forget text to a random direction"),
+    _class_entry(LoRAGradDiff, "GradDiff through a single LoRA adapter"),
+    _class_entry(FineTune, "the model before unlearning (taught forget + retain)"),
+    _class_entry(RetainOnly, "taught the retain set only (what a perfect unlearner matches)"),
+    MethodInfo("asymlora", "alter", "ALTER without token entropy (its ablation: top-1 routing for every token)",
+               {"token_entropy": False}),
+    MethodInfo("alter", "alter", "ALTER: asymmetric LoRA, token-entropy routing, hinge forget loss"),
+)}
+
+METHODS: Dict[str, Type[Method]] = {n: m.cls for n, m in REGISTRY.items() if m.cls is not None}
 """name -> class of every method :func:`alter.baselines.run_unlearning` runs."""
 
 BASELINE_NAMES = tuple(METHODS)
 """Every name :func:`alter.baselines.run_unlearning` accepts."""
 
-UNLEARNING_NAMES = tuple(n for n in METHODS if n not in ("finetune", "retain"))
+REFERENCE_NAMES = tuple(n for n, m in REGISTRY.items() if m.kind == "reference")
+BASELINES = tuple(n for n, m in REGISTRY.items() if m.kind == "baseline")
+UNLEARNING_NAMES = BASELINES
 """The unlearning baselines (those with a forget loss)."""
+ALTER_NAMES = tuple(n for n, m in REGISTRY.items() if m.kind == "alter")
 
-ALTER_NAMES = ("alter", "asymlora")     # named here only to point a misdirected call to the right trainer
+# the comparison's order: the reference models, the baselines, then ALTER's ablation and ALTER
+ALL_METHODS: List[str] = ["finetune", "retain"] + list(BASELINES) + ["asymlora", "alter"]
+# what alter-train --method trains (a reference model is not an unlearning method)
+TRAINABLE = ("alter", "asymlora") + BASELINES
+
+
+def method_info(name: str) -> MethodInfo:
+    """The registry entry of ``name`` (case-insensitive); a clear error listing the known names."""
+    key = str(name).strip().lower()
+    if key not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(ALL_METHODS)}")
+    return REGISTRY[key]
+
+
+def help_text(names=TRAINABLE) -> str:
+    """``name: summary`` for the CLI help."""
+    return "; ".join(f"{n}: {REGISTRY[n].summary}" for n in names)
 
 
 def resolve_method(method: Union[str, Method], method_kwargs: Optional[dict] = None) -> Method:

@@ -22,7 +22,7 @@ from typing import ClassVar, List, Sequence, Tuple
 import torch
 
 from alter.baselines.base import UnlearningMethod, forward_logits
-from alter.baselines.losses import answer_nll
+from alter.train.losses import answer_nll
 
 
 def _with_answer(example, answer: str):

@@ -39,7 +39,7 @@ from typing import ClassVar, List, Optional, Tuple
 import torch
 
 from alter.baselines.base import UnlearningMethod, set_all_trainable
-from alter.baselines.layers import block_output, decoder_layers
+from alter.modeling.blocks import block_output, decoder_layers
 from alter.baselines.losses import masked_activation_mse
 from alter.data.prompts import IGNORE_INDEX
 

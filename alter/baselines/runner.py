@@ -17,7 +17,6 @@ schedule) but report the same fields.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
+from alter import io as alter_io
 from alter.baselines.base import Method, Reference, SupervisedMethod, UnlearningMethod, count_trainable, \
     set_all_trainable
 from alter.baselines.registry import resolve_method
@@ -169,8 +169,7 @@ class UnlearningRun:
     def _log(self, record: dict) -> None:
         self.log.append(record)
         if self.output_dir is not None:
-            with open(self.output_dir / "train_log.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            alter_io.append_jsonl(self.output_dir / "train_log.jsonl", record)
 
     def run(self) -> UnlearningResult:
         bar = tqdm(total=len(self.plan), initial=self.steps_done, desc=self.method.name, disable=not self.progress)
@@ -233,9 +232,7 @@ def _run_supervised(method: SupervisedMethod, model, tokenizer, forget, retain, 
         forget_examples=len(forget) if method.name == "finetune" else 0, retain_examples=len(retain),
         device=str(device), log=log)
     if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(output_dir) / "train_log.jsonl", "w") as fh:
-            fh.write(json.dumps(log[0]) + "\n")
+        alter_io.atomic_write_json(Path(output_dir) / "train_log.jsonl", log, lines=True, sort_keys=False)
         report.saved_to = str(save_model(model, tokenizer, output_dir, adapter=False, quiet=not progress))
     report.seconds = time.time() - t0
     if output_dir is not None:

@@ -5,7 +5,7 @@
     alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune split
     alter-bench --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
 
-Every method runs in its own worker process (:mod:`alter.compare`); the run directory holds the
+Every method runs in its own worker process (:mod:`alter.experiments.compare`); the run directory holds the
 table, the charts and every number (``compare.json``). ALTER hyperparameter flags and ``--config``
 apply to the ``alter`` and ``asymlora`` runs. Training one method on your own data is
 ``alter-train``'s job. Bad input is reported in one line, without a traceback (``--debug`` shows it).
@@ -19,13 +19,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from alter.cli.logs import configure_logging
+from alter.cli.errors import run_command
 from alter.cli.options import UsageError, add_config_flags, build_config
-from alter.cli.progress import quiet_progress_off_terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from alter.methods import ALL_METHODS
+    from alter.baselines.registry import ALL_METHODS
 
     p = argparse.ArgumentParser(
         prog="alter-bench", allow_abbrev=False,
@@ -99,11 +98,11 @@ def _check(args) -> None:
 
 
 def run_comparison(args) -> int:
-    from alter.compare import QUICK, CompareSettings, parse_methods, run_compare
-    from alter.compare.settings import TOFU
+    from alter.experiments.compare import QUICK, CompareSettings, parse_methods, run_compare
+    from alter.experiments.compare.settings import TOFU
 
-    from alter.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
-    from alter.compare.variants import parse_spec
+    from alter.experiments.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
+    from alter.experiments.compare.variants import parse_spec
     from alter.config import AlterConfig
 
     _check(args)
@@ -142,21 +141,8 @@ def run_comparison(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging()
-    quiet_progress_off_terminal()
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    try:
-        return run_comparison(args)
-    except KeyboardInterrupt:
-        print("alter-bench: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one clear line for user errors; --debug for the rest
-        from alter.cli.errors import report
-        return report("alter-bench", exc, args.debug)
+    args = build_parser().parse_args(argv)
+    return run_command("alter-bench", args, lambda: run_comparison(args))
 
 
 if __name__ == "__main__":

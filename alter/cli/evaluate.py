@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from alter.cli.logs import configure_logging
+from alter.cli.errors import run_command
 from alter.cli.options import DTYPES, UsageError
-from alter.cli.progress import quiet_progress_off_terminal
 
 BENCHMARKS = ("tofu", "wmdp", "mmlu", "muse", "qa")
 DEFAULT_DATA = {
@@ -69,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_model_with_adapter(model_name: str, adapter: Optional[str], device: Optional[str] = None,
                             dtype: str = "float32"):
     """``(model, tokenizer)``: the base model, wrapped by an ALTER adapter or a PEFT adapter if given."""
-    from alter import model_loading
+    from alter.modeling import model_loading
 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         run_model = Path(adapter) / "model"
@@ -185,20 +184,16 @@ def _scalars(results: Dict, prefix: str = "") -> Dict[str, float]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
-    quiet_progress_off_terminal()
-    try:
-        t0 = time.time()
-        model, tokenizer = load_model_with_adapter(args.model, args.adapter, args.device, args.dtype)
-        runner = {"tofu": run_tofu, "wmdp": run_mc, "mmlu": run_mc, "muse": run_muse, "qa": run_qa}[args.benchmark]
-        results = runner(args, model, tokenizer)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        from alter.cli.errors import report
-        return report("alter-eval", exc, args.debug)
+    return run_command("alter-eval", args, lambda: _run(args), interrupted="interrupted")
+
+
+def _run(args: argparse.Namespace) -> int:
     from alter import io as alter_io
 
+    t0 = time.time()
+    model, tokenizer = load_model_with_adapter(args.model, args.adapter, args.device, args.dtype)
+    runner = {"tofu": run_tofu, "wmdp": run_mc, "mmlu": run_mc, "muse": run_muse, "qa": run_qa}[args.benchmark]
+    results = runner(args, model, tokenizer)
     out_dir = Path(args.output or f"alter_runs/eval-{args.benchmark}-{time.strftime('%Y%m%d-%H%M%S')}")
     record = {"model": args.model, "adapter": args.adapter, "benchmark": args.benchmark,
               "seconds": round(time.time() - t0, 1), "results": results}

@@ -56,41 +56,10 @@ _PARSERS = {"theta": _parse_theta, "target_modules": _parse_targets, "forget_dom
             "system_prompt": _optional_str}
 
 
-# ``--help`` says what a flag does; why its default is what it is (and what was measured on the way)
-# is in docs/method.md. These fields' config help carries that history, so the CLI shows this instead.
-SHORT_HELP = {
-    "router_layer": "decoder block whose output hidden states the question router compares (negative: the block "
-                    "at a quarter of the depth)",
-    "lambda_struct": "weight of the structural KL(p_base || p_model) on struct_tokens",
-    "struct_kl_top_k": "the structural KL against the base model's top-k tokens plus one bucket for the rest, "
-                       "computed once per example (no base pass per phase II step); 0: the exact KL against a base "
-                       "pass at every step",
-    "route_tokens": "tokens the router learns the domain from: 'all' or 'low' entropy only (the spec's choice)",
-    "router_warmup": "also train the routers during phase I (their domain cross-entropy on detached features, "
-                     "classes weighted by inverse frequency), so that phase II starts with trained routers",
-    "phase1_epochs": "epochs of phase I (A + B_R on high-entropy tokens of retain and forget); 0 skips it",
-    "phase2_epochs": "epochs of phase II (asymmetric unlearning), counted over the forget set: a cap, the stop "
-                     "rules (stop_forget_probability, ...) can end phase II earlier",
-    "phase2_min_steps": "phase II runs at least this many steps (more epochs over a small forget set); 0 disables",
-    "stop_when_forgotten": "hinge-count stop: end phase II once, over the last stop_window_steps steps, at most this "
-                           "fraction of the hinge's forget tokens were still above the margin, but not before "
-                           "phase2_min_steps; negative: off",
-    "stop_window_steps": "steps the hinge-count stop looks back over; 0: one epoch of forget batches",
-    "stop_answer_overlap": "answer-overlap stop: end phase II once the greedy answers to stop_check_questions forget "
-                           "questions have a mean ROUGE-L recall of at most this against the forget answers "
-                           "(checked every stop_check_every steps from phase2_min_steps on); negative: off",
-    "stop_forget_probability": "forget-probability stop: end phase II once the mean teacher-forced probability "
-                               "exp(-mean NLL) of the forget answers of the last stop_probability_steps steps (read "
-                               "from the training forward, no extra pass) is at most this, but not before "
-                               "phase2_min_steps; negative: off",
-    "lr_phase2": "learning rate of phase II (the experts it trains)",
-}
-
-
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field; its help shows the default. Unset flags stay None (no override)."""
     group = parser.add_argument_group("ALTER hyperparameters (docs/method.md; also settable in --config YAML)")
-    helps = {**field_help(), **{k: v for k, v in SHORT_HELP.items() if k in field_help()}}
+    helps = field_help()     # what a flag does; why its default is what it is: docs/method.md
     choices = field_choices()
     defaults = AlterConfig()
     hints = typing.get_type_hints(AlterConfig)

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from alter.cli.logs import configure_logging
+from alter.cli.errors import run_command
 from alter.cli.options import DTYPES, UsageError, add_config_flags, build_config, config_overrides
-from alter.cli.progress import quiet_progress_off_terminal
 
 # alter-bench's flags: given to alter-train, they are answered with a pointer to alter-bench
 BENCH_FLAGS = ("--compare", "--benchmark", "--tune", "--tuned", "--tofu-split", "--methods", "--seeds")
@@ -42,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", metavar="PATH|NAME", help="retain set, same forms (e.g. locuslab/TOFU:retain90)")
     p.add_argument("--model", default="smollm2-135m", help="embedded model name, local directory or hub name "
                    "(default: smollm2-135m, the embedded SmolLM2-135M-Instruct)")
-    from alter.methods import help_text
+    from alter.baselines.registry import help_text
 
     p.add_argument("--method", default="alter", help="unlearning method (default: alter). " + help_text())
     p.add_argument("--lr", type=float, default=None, help="with a baseline --method: its learning rate (default: "
@@ -91,10 +90,10 @@ def _load_sets(args):
 def run_train(args) -> int:
     import torch
 
-    from alter import model_loading
+    from alter.modeling import model_loading
     from alter.train import AlterTrainer
 
-    from alter.methods import REGISTRY, TRAINABLE
+    from alter.baselines.registry import REGISTRY, TRAINABLE
 
     method = args.method.strip().lower()
     if method not in TRAINABLE:
@@ -146,27 +145,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"alter-train: error: comparisons, benchmarks and sweeps ({', '.join(dict.fromkeys(moved))}) have "
               f"their own command; run: alter-bench {same}".rstrip(), file=sys.stderr)
         return 2
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging()
-    quiet_progress_off_terminal()
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    try:
-        if args.demo:
-            from alter.demo import run_demo
-            build_config(args)                       # bad flags or YAML: one usage line before any work
-            return run_demo(args, config_overrides(args))
-        if args.quick:
-            raise UsageError("--quick only applies to --demo")
-        return run_train(args)
-    except KeyboardInterrupt:
-        print("alter-train: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # one clear line for user errors; --debug for the rest
-        from alter.cli.errors import report
-        return report("alter-train", exc, args.debug)
+    args = build_parser().parse_args(argv)
+    return run_command("alter-train", args, lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.demo:
+        from alter.experiments.demo import run_demo
+        build_config(args)                       # bad flags or YAML: one usage line before any work
+        return run_demo(args, config_overrides(args))
+    if args.quick:
+        raise UsageError("--quick only applies to --demo")
+    return run_train(args)
 
 
 if __name__ == "__main__":

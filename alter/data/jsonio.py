@@ -3,16 +3,17 @@
 QA examples are written with TOFU's field names (``question``, ``answer``, ``paraphrased_answer``,
 ``perturbed_answer``), plus ``domain`` and ``id``; multiple-choice items with ``cais/wmdp`` /
 ``cais/mmlu``'s (``question``, ``choices``, ``answer``, ``subject``). A ``.jsonl`` path gets one
-object per line, any other path one indented JSON array. Output is deterministic (fixed key order).
+object per line, any other path one indented JSON array. Output is deterministic (fixed key order)
+and written atomically.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Union
 
+from alter import io as alter_io
 from alter.data.schema import MCExample, QAExample
 
 
@@ -34,16 +35,11 @@ def mc_record(example: MCExample) -> Dict[str, Any]:
 
 
 def write_json(records: Sequence[Dict[str, Any]], path: Union[str, Path]) -> Path:
+    """``records`` as one JSON array, or one object per line for a ``.jsonl`` path (atomically:
+    :func:`alter.io.atomic_write_json`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        if path.suffix.lower() == ".jsonl":
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        else:
-            json.dump(list(records), fh, ensure_ascii=False, indent=2)
-            fh.write("\n")
-    return path
+    return alter_io.atomic_write_json(path, list(records), lines=path.suffix.lower() == ".jsonl",
+                                      sort_keys=False, ensure_ascii=False)
 
 
 def write_qa_json(examples: Sequence[QAExample], path: Union[str, Path]) -> Path:

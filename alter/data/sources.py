@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
+from alter import io as alter_io
 from alter.data import hub
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -132,22 +133,6 @@ def _quiet_progress():
             datasets.enable_progress_bars()
 
 
-def _check_jsonl(path: Path) -> None:
-    """A malformed line of a .jsonl file, named by file and line (``datasets`` would end in a long traceback)."""
-    import json
-
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {n}: not valid JSON ({err.msg} at column {err.colno})") from None
-            if not isinstance(value, dict):
-                raise ValueError(f"{path} line {n}: each line must be a JSON object, got {type(value).__name__}")
-
-
 def load_file(path: Path) -> Table:
     """One local file through ``datasets.load_dataset(<builder>, data_files=...)``."""
     import datasets
@@ -156,7 +141,7 @@ def load_file(path: Path) -> Table:
     if _is_empty_json(path):
         return Table(datasets.Dataset.from_list([]), str(path), [])
     if path.suffix.lower() == ".jsonl":
-        _check_jsonl(path)
+        alter_io.read_jsonl(path)        # a malformed line named by file and line (datasets: a long traceback)
     kwargs = {}
     if builder == "csv":
         header = _csv_header(path)

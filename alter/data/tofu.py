@@ -19,12 +19,12 @@ was never trained on. Questions no template fits are left out of the reworded se
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from alter import io as alter_io
 from alter.data.schema import QAExample, RETAIN_DOMAIN, record_error, validate_qa
 
 FILES = ("authors.jsonl", "world_facts.jsonl", "real_authors.jsonl")
@@ -70,15 +70,7 @@ def reworded(examples: Sequence[QAExample], limit: Optional[int] = None) -> List
 def _read_jsonl(path: Path) -> List[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"TOFU data: {path} is missing (a TOFU directory holds {', '.join(FILES)})")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {n}: not valid JSON ({err.msg})") from None
+    rows = alter_io.read_jsonl(path)
     if not rows:
         raise ValueError(f"TOFU data: {path} holds no rows")
     return rows

@@ -2,7 +2,7 @@
 
     python -m alter.eval.routing_probe --data ../shared/data/tofu --split tune
 
-fits ALTER's question router on the benchmark's taught model (cached by ``alter-train --benchmark tofu``;
+fits ALTER's question router on the benchmark's taught model (cached by ``alter-bench --benchmark tofu``;
 taught here on first use) without training any expert, then routes each kind of prompt: the trained and
 reworded forget and retain questions, never-taught authors, world facts, real authors, the forget and
 retain questions under the robustness table's prompt variants, chats in both orders and follow-ups that
@@ -22,7 +22,7 @@ import torch
 
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
 from alter.eval.robustness import author_names, chat_ids, variant_prompt
-from alter.question_router import QuestionRouter
+from alter.modeling.question_router import QuestionRouter
 
 FOLLOW_UPS = ("What else did this author write?", "Tell me more about them.", "What awards has this author won?",
               "Can you summarise their life in one sentence?")
@@ -99,8 +99,8 @@ def shares_markdown(shares: Dict[str, Dict]) -> str:
 
 def main(argv=None) -> int:
     from alter.cli.options import add_config_flags, build_config
-    from alter.compare.settings import TOFU, TOFU_AUTHORS, CompareSettings
-    from alter.compare.worker import build_tofu_data, starting_model
+    from alter.experiments.compare.settings import TOFU, TOFU_AUTHORS, CompareSettings
+    from alter.experiments.compare.worker import build_tofu_data, starting_model
     from alter.data.tofu import load_tofu, reworded
     from alter.train import AlterTrainer
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from alter.data.prompts import IGNORE_INDEX
-from alter.entropy import is_high
+from alter.modeling.entropy import is_high
 from alter.train.fused_loss import phase2_model_loss
 
 
@@ -45,6 +45,23 @@ def next_flags(flags: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(flags.shape, dtype=torch.bool, device=flags.device)
     out[:, :-1] = flags[:, 1:].bool()
     return out.reshape(-1)
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` float32 negative log-likelihood of the next token at each position (``logits[:, t]``
+    against ``labels[:, t+1]``); 0 where that label is -100 and at t = T-1. The logits are read in place."""
+    B, T, V = logits.shape
+    z = logits.reshape(B * T, V)
+    lb = next_labels(labels).to(z.device)
+    return F.cross_entropy(z.float(), lb, ignore_index=IGNORE_INDEX, reduction="none").view(B, T)
+
+
+def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over every answer token of the batch (a causal LM's ``loss``; 0 for a batch without
+    one, which :func:`alter.train.batches.encode_items` never makes), with no host sync."""
+    labels = labels.to(logits.device)
+    count = (labels[:, 1:] != IGNORE_INDEX).sum()
+    return token_nll(logits, labels).sum() / count.clamp_min(1)
 
 
 def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

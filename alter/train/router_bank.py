@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from alter.config import AlterConfig
 from alter.data.prompts import EncodedExample, collate
-from alter.routing_unit import referring_token_ids, user_turn_marker
+from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
 
 def configure_units(router, tokenizer, config: AlterConfig) -> None:

@@ -54,7 +54,7 @@ def cluster_forget_examples(model, items: Sequence[TrainItem], k: int, pad_token
 def centroid_init_routers(model, items: Sequence[TrainItem], theta: float, pad_token_id: int,
                           batch_size: int = 16) -> Dict[str, torch.Tensor]:
     """Set every router column to its domain's normalised low-entropy input centroid; returns the counts."""
-    from alter.entropy import is_high, shift_entropy
+    from alter.modeling.entropy import is_high, shift_entropy
 
     layers = model.adapter_layers()
     E = len(model.domains)

@@ -145,7 +145,7 @@ def cached_finetune(model_name: str, examples: Sequence, *, tag: str = "finetune
     and loaded from there when the same base, data and settings come again.
     """
     from alter import io as alter_io
-    from alter import model_loading
+    from alter.modeling import model_loading
 
     import json
 

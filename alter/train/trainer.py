@@ -13,7 +13,7 @@
    position; only the forget experts train; phase II ends early once the forget answers the last
    steps trained on have a mean probability of at most ``stop_forget_probability`` (or, as options,
    on the hinge's count, ``stop_when_forgotten``, or on generated answers, ``stop_answer_overlap``),
-   never before ``phase2_min_steps`` (alter/train/early_stop.py). With
+   never before ``phase2_min_steps`` (alter/train/stopping/early_stop.py). With
    ``router="token"`` (the paper's routers) phase II is teacher-forced by domain and adds retain
    examples (their cross-entropy) and the routers' domain cross-entropy.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,17 +40,19 @@ from tqdm.auto import tqdm
 from alter import io as alter_io
 from alter.config import AlterConfig
 from alter.data.prompts import IGNORE_INDEX, pad_id
-from alter.entropy import is_high, resolve_theta, shift_entropy
-from alter.model import AlterModel, wrap
-from alter.question_router import QuestionRouter
+from alter.modeling.entropy import is_high, resolve_theta, shift_entropy
+from alter.modeling.model import AlterModel, wrap
+from alter.modeling.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
 from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
-from alter.train.early_stop import EarlyStop
+from alter.train.stopping import EarlyStop
 from alter.train.router_bank import configure_units, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 from alter.train.step_values import step_values
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -431,6 +434,8 @@ class AlterTrainer:
             stop = EarlyStop.build(self.config, self.tokenizer, self.forget, plan,
                                    lambda i: self.items[i].domain_id != 0,
                                    ckpt.read_progress(resume_from).get("stop_window") if resume_from else None)
+            if stop is not None and start_step == 0:
+                stop.start(self.model)
         if phase == "phase2" and self._kl_top_k():         # the KL's base targets: one base pass per example
             ensure_targets(self.model, [self.items[i] for i in sorted({i for s in plan for i in s})], self._pad(),
                            self.config.struct_kl_top_k, self._batch_size_eval(), self._show_progress())
@@ -570,7 +575,7 @@ class AlterTrainer:
         if not done:
             restore[phase] = found
         if self._show_progress():
-            print(f"[alter] resuming from {found} ({phase}, step {step}, global step {progress['global_step']})")
+            logger.info(f"resuming from {found} ({phase}, step {step}, global step {progress['global_step']})")
         return int(progress["global_step"])
 
     def train_new_domain(self, name: str) -> AlterModel:

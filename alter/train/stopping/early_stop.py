@@ -1,13 +1,16 @@
 """Phase II's early stop: the rules of docs/method.md section 4, combined for the trainer.
 
-- forget probability (``stop_forget_probability``, on by default): the mean teacher-forced
-  probability of the forget answers the last ``stop_probability_steps`` steps trained on, read
-  from the training forward itself (no extra pass);
+- forget level (``stop_level_scale``, on by default): a sample of forget answers, scored as generation
+  would, falls to a level estimated from the data (mismatched answers under the starting model;
+  :mod:`alter.train.stopping.level`), checked every ``stop_check_every`` steps;
+- forget probability (``stop_forget_probability``, off by default, the default before): the mean
+  teacher-forced probability of the forget answers the last ``stop_probability_steps`` steps trained
+  on, read from the training forward itself (no extra pass), against an absolute level;
 - hinge count (``stop_when_forgotten``, off by default, the default before): the forget tokens still
   above the margin over the last ``stop_window_steps`` steps, one epoch by default
-  (:mod:`alter.train.forget_window`);
+  (:mod:`alter.train.stopping.window`);
 - answer overlap (``stop_answer_overlap``, off by default): greedy answers to a sample of forget
-  questions, checked every ``stop_check_every`` steps (:mod:`alter.train.answer_stop`).
+  questions, checked every ``stop_check_every`` steps (:mod:`alter.train.stopping.answer_overlap`).
 
 Phase II ends at the first step where any rule fires, never before ``phase2_min_steps``.
 """
@@ -18,16 +21,18 @@ import math
 from typing import Any, Dict, List, Optional, Sequence
 
 from alter.config import AlterConfig
-from alter.train.answer_stop import AnswerOverlapStop
-from alter.train.forget_window import ForgetWindow
+from alter.train.stopping.answer_overlap import AnswerOverlapStop
+from alter.train.stopping.window import ForgetWindow
+from alter.train.stopping.level import ForgetLevelStop
 
 
 class EarlyStop:
     """The rules for one phase II run; :meth:`build` returns None when all are off."""
 
     def __init__(self, config: AlterConfig, window: Optional[ForgetWindow], answers: Optional[AnswerOverlapStop],
-                 probability: Optional[ForgetWindow] = None):
+                 probability: Optional[ForgetWindow] = None, level: Optional[ForgetLevelStop] = None):
         self.config, self.window, self.answers, self.probability = config, window, answers, probability
+        self.level = level
 
     @classmethod
     def build(cls, config: AlterConfig, tokenizer, forget_examples: Sequence[Any], plan: List[List[int]],
@@ -37,7 +42,7 @@ class EarlyStop:
         if not config.lambda_forget:
             return None
         trained = sorted({i for chunk in plan for i in chunk if is_forget(i)})
-        window = answers = probability = None
+        window = answers = probability = level = None
         state = window_state or {}
         if config.stop_when_forgotten >= 0:
             size = int(config.stop_window_steps)
@@ -54,9 +59,21 @@ class EarlyStop:
                                         n=config.stop_check_questions, threshold=config.stop_answer_overlap,
                                         every=config.stop_check_every, min_step=max(1, config.phase2_min_steps),
                                         seed=config.seed, system_prompt=config.system_prompt)
-        if window is None and answers is None and probability is None:
+        if config.stop_level_scale >= 0 and len(trained) >= 2:
+            level = ForgetLevelStop(tokenizer, [forget_examples[i] for i in trained], n=config.stop_check_questions,
+                                    scale=config.stop_level_scale, every=config.stop_check_every,
+                                    min_step=max(1, config.phase2_min_steps), seed=config.seed,
+                                    system_prompt=config.system_prompt, max_length=config.max_length,
+                                    batch_size=config.batch_size,   # a training batch's memory, not more
+                                    level=(state.get("level") or {}).get("level"))
+        if window is None and answers is None and probability is None and level is None:
             return None
-        return cls(config, window, answers, probability)
+        return cls(config, window, answers, probability, level)
+
+    def start(self, model) -> None:
+        """Before phase II's first update: what the rules read from the starting model (the level)."""
+        if self.level is not None:
+            self.level.calibrate(model)
 
     def update(self, step: int, values: Dict[str, float], model) -> bool:
         """After optimiser step ``step`` (1-based), with that step's host values ``values`` (from
@@ -66,6 +83,8 @@ class EarlyStop:
         if step < self.config.phase2_min_steps:
             return False
         if hinge or probable:
+            return True
+        if self.level is not None and self.level.due(step) and self.level.forgotten(model):
             return True
         return self.answers is not None and self.answers.due(step) and self.answers.forgotten(model)
 
@@ -87,6 +106,8 @@ class EarlyStop:
             values["forget_probability"] = self.probability.fraction()
         if self.answers is not None and self.answers.last is not None:
             values["answer_overlap"] = self.answers.last
+        if self.level is not None and self.level.last is not None:
+            values["forget_level_reading"], values["forget_level"] = self.level.last, self.level.level
         return values
 
     def state(self) -> Optional[dict]:
@@ -96,4 +117,6 @@ class EarlyStop:
             state["hinge"] = self.window.state()
         if self.probability is not None:
             state["probability"] = self.probability.state()
+        if self.level is not None:
+            state["level"] = self.level.state()
         return state or None

@@ -19,7 +19,7 @@ COLUMNS = [
     ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
 ]
 
-# the TOFU benchmark's columns (alter-train --benchmark tofu): trained and reworded questions, the
+# the TOFU benchmark's columns (alter-bench --benchmark tofu): trained and reworded questions, the
 # never-taught floor, general knowledge, and the KS test of per-item forget probabilities
 TOFU_COLUMNS = [
     ("forget_rougeL_recall", "forget ROUGE-L ↓", "{:.3f}"),

@@ -1,9 +1,9 @@
 """The fair-comparison protocol: a learning-rate sweep per baseline on the tune split, a selection
 rule fixed before looking, and seeds averaged into one row.
 
-``alter-train --benchmark tofu --tune`` runs every baseline at each learning rate of
+``alter-bench --benchmark tofu --tune`` runs every baseline at each learning rate of
 :data:`TUNE_LRS` on the tune split (forget authors 180-184) and writes ``tuned.json``: per
-method, the selected learning rate and every point. ``alter-train --benchmark tofu --tuned
+method, the selected learning rate and every point. ``alter-bench --benchmark tofu --tuned
 tuned.json`` then runs the report split (185-189) with those rates, so no method is tuned on
 the questions it is scored on.
 
@@ -18,7 +18,7 @@ import math
 import statistics
 from typing import Dict, List, Optional, Sequence
 
-from alter.compare.variants import parse_spec
+from alter.experiments.compare.variants import parse_spec
 
 # learning rates swept per baseline: around each method's reference rate, shifted where the
 # first untuned TOFU run showed which side it fails on (GradDiff and NPO collapsed retain at

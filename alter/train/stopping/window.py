@@ -1,6 +1,6 @@
 """When phase II may stop early: a ratio of sums over the last phase II steps.
 
-Two rules use it (alter/train/early_stop.py): the hinge's forget tokens still above the margin
+Two rules use it (alter/train/stopping/early_stop.py): the hinge's forget tokens still above the margin
 over all of them, and the forget answers' summed probability over their count."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Routing:
   ``entropy >= theta`` -> retain + top-k forget experts mixed by softmax(u / tau_high).
   ``entropy=None`` treats every token as high entropy.
 - ``router_logits`` ``[B, E]`` given (or set on the routing state by the model's question
-  router, see :mod:`alter.question_router`): every token of sequence b takes ``u = router_logits[b]``
+  router, see :mod:`alter.modeling.question_router`): every token of sequence b takes ``u = router_logits[b]``
   instead of its own ``Wg^T x``; the entropy still picks top-1 (low) or the mix (high). Training
   uses the same path, so phase II trains what runs at inference.
 """
@@ -24,15 +24,25 @@ Routing:
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import alter_kernels
-from alter.entropy import is_high
-from alter.routing_state import RoutingState
+from alter.modeling.entropy import is_high
+from alter.modeling.routing_state import RoutingPlan, RoutingState
+
+
+class InferenceEntry(NamedTuple):
+    """What a layer's inference paths read from its parameters (:meth:`AlterLinear._inference_entry`)."""
+    key: tuple                              # the routing parameters it was made for (AlterLinear._plan_key)
+    dtype: torch.dtype                      # the adapter's
+    device: torch.device
+    zero: Optional[tuple]                   # None when no expert is exactly zero, else (per-expert zero flags,
+                                            # {used pattern: inert}) for AlterLinear.is_inert
+    run: Optional[Callable]                 # alter_kernels.alter_linear_inference_fn; None: the general path
 
 
 class AlterLinear(nn.Module):
@@ -226,13 +236,14 @@ class AlterLinear(nn.Module):
                             used = tuple(g != 0 for g in row)
                         else:
                             used = tuple((gates != 0).any(0).tolist())
-                    state.plan = (entropy, router_logits, tuple(lead), self._plan_key(), gates, used, row)
+                    state.plan = RoutingPlan(entropy, router_logits, tuple(lead), self._plan_key(), gates, used, row)
         A = self.lora_A
         if not torch.is_grad_enabled():
             # inference: the layer's entry (expand layout cached until an expert changes, zero flags, run)
-            _, _, _, zero, run = self._inference_entry(None if state is None else state.inference_entries)
-            on_plan = shared is not None or (state is not None and state.plan is not None and state.plan[4] is gates)
-            if on_plan and zero is not None and state.plan[5] is not None and self._inert_for(state.plan[5], zero):
+            entry = self._inference_entry(None if state is None else state.inference_entries)
+            zero, run = entry.zero, entry.run
+            on_plan = shared is not None or (state is not None and state.plan is not None and state.plan.gates is gates)
+            if on_plan and zero is not None and state.plan.used is not None and self.is_inert(state.plan.used, zero):
                 return self.base_layer(x)            # every expert this forward uses is exactly zero here
             if run is not None and x2.dtype == A.dtype:
                 return run(x2, gates).reshape(*lead, self.out_features)
@@ -268,20 +279,18 @@ class AlterLinear(nn.Module):
         if (entry_key != key or x.shape[:-1] != plan_lead or x.dtype != dtype or gates.device != device
                 or run is None):
             return None
-        if zero is not None and self._inert_for(used, zero):
+        if zero is not None and self.is_inert(used, zero):
             return self.base_layer(x)            # every expert this forward uses is exactly zero here
         out = run(x.reshape(-1, x.shape[-1]), gates if row is None else row)
         return out.view(*plan_lead, out.shape[-1])
 
-    def _inference_entry(self, kept: Optional[dict]) -> tuple:
-        """``(plan key, dtype, device, zero or None, run or None)``: what the inference paths
-        need, read from the parameters. ``kept`` (``RoutingState.inference_entries``, a fresh dict for
-        one ``generate`` call, during which the parameters cannot change) keeps each layer's entry for
-        every token of that call; without it the entry is made per forward. ``run`` is
-        ``alter_kernels.alter_linear_inference_fn`` over the cached expand layout; None when the
-        adapter's dtype or device differs from the base layer's or dropout is active (general path).
-        ``zero`` is None when no expert of the layer is exactly zero, else ``(per-expert zero flags,
-        {used pattern: inert})`` for :meth:`_inert_for`."""
+    def _inference_entry(self, kept: Optional[dict]) -> InferenceEntry:
+        """What the inference paths need, read from the parameters (:class:`InferenceEntry`). ``kept``
+        (``RoutingState.inference_entries``, a fresh dict for one ``generate`` call, during which the
+        parameters cannot change) keeps each layer's entry for every token of that call; without it the
+        entry is made per forward. ``run`` is ``alter_kernels.alter_linear_inference_fn`` over the cached
+        expand layout; None when the adapter's dtype or device differs from the base layer's or dropout
+        is active (general path)."""
         if kept is not None:
             entry = kept.get(self)
             if entry is not None:
@@ -293,19 +302,10 @@ class AlterLinear(nn.Module):
         if (A.dtype == w.dtype and (b is None or b.dtype == w.dtype) and A.device == w.device
                 and (self.dropout is None or not self.training)):
             run = alter_kernels.alter_linear_inference_fn(w, b, A, B_cat, self.scaling)
-        entry = (self._plan_key(), A.dtype, A.device, (list(zero), {}) if any(zero) else None, run)
+        entry = InferenceEntry(self._plan_key(), A.dtype, A.device, (list(zero), {}) if any(zero) else None, run)
         if kept is not None:
             kept[self] = entry
         return entry
-
-    def _inert_for(self, used: tuple, zero: tuple) -> bool:
-        """:meth:`adds_nothing` for an entry's ``zero = (flags, decisions)``, remembered per ``used``
-        pattern (a generation sees one or two: its questions' experts on low- and high-entropy tokens)."""
-        flags, decisions = zero
-        inert = decisions.get(used)
-        if inert is None:
-            inert = decisions[used] = self.adds_nothing(used, flags)
-        return inert
 
     def _plan_key(self) -> tuple:
         theta = self.theta if self.theta is not None else (self.state.theta if self.state is not None else None)
@@ -333,14 +333,19 @@ class AlterLinear(nn.Module):
         until a parameter changes (its version counter moves), so read from the device once."""
         return self._inference_cache()[2]
 
-    def adds_nothing(self, used: Sequence[bool], zero: Optional[List[bool]] = None) -> bool:
+    def is_inert(self, used: Sequence[bool], zero: Optional[tuple] = None) -> bool:
         """True when every expert flagged in ``used`` (``[E]`` bools) is exactly zero in this layer, so the
-        adapter adds nothing to tokens routed to those experts only (``zero``: the layer's per-expert zero
-        flags, when the caller already holds them). Used per forward and by generation's cache reuse."""
-        if len(used) != self.num_experts:
-            return False
-        zero = self._zero_experts() if zero is None else zero
-        return all(z or not u for u, z in zip(used, zero))
+        adapter adds nothing to tokens routed to those experts only. ``zero``: an inference entry's
+        ``(per-expert zero flags, {used pattern: answer})``, where the answer is remembered per ``used``
+        pattern (a generation sees one or two: its questions' experts on low- and high-entropy tokens);
+        without it the flags are read from the layer. Used per forward and by generation's cache reuse."""
+        if zero is None:
+            return len(used) == self.num_experts and all(z or not u for u, z in zip(used, self._zero_experts()))
+        flags, answers = zero
+        inert = answers.get(used)
+        if inert is None:
+            inert = answers[used] = len(used) == self.num_experts and all(z or not u for u, z in zip(used, flags))
+        return inert
 
     def _sequence_logits(self, logits: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         """Per-sequence router logits ``[B, E]`` broadcast to every token ``[N, E]`` of x (leading dims ``lead``)."""

@@ -29,7 +29,7 @@ from alter import io as alter_io
 from alter.config import AlterConfig
 
 if TYPE_CHECKING:                    # pragma: no cover
-    from alter.model import AlterModel
+    from alter.modeling.model import AlterModel
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -80,7 +80,7 @@ def front_plot(rows: Sequence[dict], path, x: str = "forget_rougeL_recall", y: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from alter.compare.variants import parse_spec
+    from alter.experiments.compare.variants import parse_spec
 
     groups = {}
     for r in rows:

@@ -1,6 +1,6 @@
 """One method of the comparison, in its own process: unlearn, time it, evaluate it, write JSON.
 
-    python -m alter.compare.worker --settings S.json --method NAME --output R.json [--reference RETAIN.json]
+    python -m alter.experiments.compare.worker --settings S.json --method NAME --output R.json [--reference RETAIN.json]
 
 A fresh process per method makes wall time and peak memory comparable (a process's peak RSS
 only grows). Every method starts from the same cached fine-tuned model; ``retain`` is the
@@ -21,9 +21,9 @@ from typing import Dict, Optional
 import torch
 
 from alter import io as alter_io
-from alter.compare.settings import CompareSettings
-from alter.compare.variants import MethodSpec, parse_spec
-from alter.methods import method_info
+from alter.baselines.registry import method_info
+from alter.experiments.compare.settings import CompareSettings
+from alter.experiments.compare.variants import MethodSpec, parse_spec
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ def _every(examples: list, per_group: int, group_size: int) -> list:
 
 
 def build_tofu_data(s: CompareSettings) -> CompareData:
-    from alter.compare.settings import TOFU_AUTHORS
+    from alter.experiments.compare.settings import TOFU_AUTHORS
     from alter.data.tofu import load_tofu, reworded
 
     if s.tofu_split not in ("tune", "report"):
@@ -263,7 +263,7 @@ def _lean_row(model, tok, s: CompareSettings, data: CompareData, progress: bool)
 
 def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None, progress: bool = True) -> Dict:
     """Unlearn with one method spec (``alter``, ``npo@lr=1e-05``, ``alter@seed=1``) and score it."""
-    from alter import model_loading
+    from alter.modeling import model_loading
     from alter.eval.evaluators import evaluate_fluency, evaluate_tofu
 
     spec = parse_spec(method)
@@ -309,7 +309,7 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m alter.compare.worker")
+    p = argparse.ArgumentParser(prog="python -m alter.experiments.compare.worker")
     p.add_argument("--settings", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--output", required=True)

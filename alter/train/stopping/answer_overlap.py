@@ -5,7 +5,7 @@ An option (off by default; docs/method.md section 4): every
 ``stop_check_questions`` forget questions (a fixed sample, drawn with the seed) through the
 inference path, and phase II ends once the mean ROUGE-L recall of those answers against the forget
 answers is at most ``AlterConfig.stop_answer_overlap``. The hinge's teacher-forced counts
-(:mod:`alter.train.forget_window`, the default rule) map to different generations at different
+(:mod:`alter.train.stopping.window`, the default rule) map to different generations at different
 learning rates; this rule stops on the quantity the user scores, at the cost of a generation pass
 per check and of a sample's noise.
 """

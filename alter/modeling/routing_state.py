@@ -1,7 +1,7 @@
 """Per-forward routing inputs shared by every adapted layer of one model.
 
 A transformer calls its linear layers with the hidden states only; the per-token entropies
-and the training domains reach each :class:`~alter.layer.AlterLinear` through one
+and the training domains reach each :class:`~alter.modeling.layer.AlterLinear` through one
 ``RoutingState`` object that the model wrapper fills before a forward and clears after it.
 """
 
@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
+
+
+class RoutingPlan(NamedTuple):
+    """The gates of one forward, computed by its first question-routed layer and reused by the others
+    (:meth:`AlterLinear._shared_gates`, :meth:`AlterLinear._forward_on_plan`); recognised by the
+    identity of the tensors it was made from, so a new forward (new tensors) makes a new one."""
+    entropy: Optional[torch.Tensor]         # the routing state's entropy it was made from
+    router_logits: torch.Tensor             # the routing state's router logits it was made from
+    lead: Tuple[int, ...]                   # the token shape (x's leading dims)
+    key: tuple                              # the routing parameters (AlterLinear._plan_key)
+    gates: torch.Tensor                     # [N, E]
+    used: Optional[Tuple[bool, ...]]        # the experts any token uses (inference only, else None)
+    row: Optional[Tuple[float, ...]]        # a single token's gates as Python floats (inference, N = 1)
 
 
 @dataclass
@@ -30,11 +43,8 @@ class RoutingState:
     route_targets: Optional[torch.Tensor] = None    # [B] router CE labels when the gates are forced elsewhere
     route_class_weights: Optional[torch.Tensor] = None  # [E] per-domain weights of the router CE (balancing)
     route_losses: List[Tuple[torch.Tensor, int]] = field(default_factory=list)
-    # the forward's routing plan: (entropy, router_logits, token shape, routing params, gates [N, E],
-    # experts used by any token (inference only, else None), the gates of a single token as Python
-    # floats (inference with N = 1, else None)), made by the first question-routed layer and reused by
-    # the others (see AlterLinear._shared_gates and AlterLinear._forward_on_plan)
-    plan: Optional[tuple] = None
+    # the forward's routing plan, made by the first question-routed layer and reused by the others
+    plan: Optional[RoutingPlan] = None
     # set by generation to a fresh dict for one generate() call, during which the adapter's parameters
     # cannot change: each layer keeps there what it reads from them, once per call instead of once per
     # token (AlterLinear._inference_entry)

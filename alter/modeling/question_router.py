@@ -16,7 +16,7 @@ expert mixed into a retain answer destroys it. This router decides by the questi
   alike and give ~0; a token that only the forget prompts have (the author's name, and the
   tokens after it, which carry it) gives a clear positive value. The question's score ``s_k`` is
   the mean of its ``evidence_tokens`` largest ``e_k(t)`` (3 by default; 1: the maximum).
-- Tokens: those of the routing unit (:mod:`alter.routing_unit`: the prompt's last user turn, read
+- Tokens: those of the routing unit (:mod:`alter.modeling.routing_unit`: the prompt's last user turn, read
   alone when ``isolated``); a turn that refers back takes the earlier turn's decision
   (:meth:`QuestionRouter.unit_logits`).
 - Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
@@ -34,24 +34,15 @@ Shapes: features ``[B, T, d]``, token mask ``[B, T]`` (bool), scores ``[B, K]``,
 
 from __future__ import annotations
 
-import contextlib
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alter.modeling.blocks import decoder_layers
+
 EXCLUDED = -1.0e4      # router logit of an expert the question is not routed to
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The transformer's list of decoder blocks (the ``nn.ModuleList`` of ``num_hidden_layers`` modules)."""
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and (n is None or len(module) == n):
-            return module
-    raise ValueError("the question router needs a model with a list of decoder blocks (an nn.ModuleList of "
-                     "config.num_hidden_layers modules); none was found")
 
 
 def resolve_layer(model: nn.Module, router_layer: int) -> int:
@@ -62,29 +53,6 @@ def resolve_layer(model: nn.Module, router_layer: int) -> int:
         raise ValueError(f"router_layer must be in [0, {n}) for this model (or negative for the default), "
                          f"got {router_layer}")
     return index
-
-
-class FeaturesCaptured(Exception):
-    """Raised by :func:`capture_features` with ``stop=True``: the forward ends at the router's block."""
-
-
-@contextlib.contextmanager
-def capture_features(model: nn.Module, layer_index: int, sink: List[torch.Tensor], stop: bool = False) -> Iterator[None]:
-    """Append the output hidden states ``[B, T, d]`` of decoder block ``layer_index`` to ``sink``; with
-    ``stop`` the forward is cut there (the hook raises :class:`FeaturesCaptured`, which the caller catches)."""
-    block = decoder_layers(model)[layer_index]
-
-    def hook(module, args, output):
-        hidden = output[0] if isinstance(output, (tuple, list)) else output
-        sink.append(hidden.detach())
-        if stop:
-            raise FeaturesCaptured
-
-    handle = block.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -121,10 +89,10 @@ class QuestionRouter(nn.Module):
             self.add_domain()
         self.calibration: dict = {}
         self.loo_scores: Optional[torch.Tensor] = None
-        # token ids opening a user turn of the chat template (alter.routing_unit.user_turn_marker): the
+        # token ids opening a user turn of the chat template (alter.modeling.routing_unit.user_turn_marker): the
         # routing unit is the prompt's last user turn; None: the whole prompt (no chat template known)
         self.turn_marker: Optional[List[int]] = None
-        # token ids of referring words (alter.routing_unit.referring_token_ids): a last turn with no subject
+        # token ids of referring words (alter.modeling.routing_unit.referring_token_ids): a last turn with no subject
         # of its own and one of them takes the earlier turn's decision; None: the last turn alone decides
         self.referring_ids: Optional[List[int]] = None
         # the unit's features come from a pass over the unit alone (AlterModel.isolated_unit), in the banks
@@ -232,7 +200,7 @@ class QuestionRouter(nn.Module):
 
     def unit_logits(self, part, count: int) -> torch.Tensor:
         """``[B, 1+K]`` router logits of each sequence from its routing units, last user turn first
-        (:func:`alter.routing_unit.turn_masks`; docs/method.md §3). ``part(i)`` gives unit i as
+        (:func:`alter.modeling.routing_unit.turn_masks`; docs/method.md §3). ``part(i)`` gives unit i as
         ``(features [B, L, d], mask [B, L], token ids [B, L])``, made only when needed.
 
         The last turn decides, unless it refers back: no forget evidence above the threshold, no retain

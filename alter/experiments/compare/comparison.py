@@ -1,7 +1,7 @@
 """``alter-train --demo --compare``: every method on the same model and data, one table.
 
 The retain model runs first (its forget-set truth ratios are the reference of forget quality),
-then each requested method, each in a fresh worker process (``alter.compare.worker``). Writes
+then each requested method, each in a fresh worker process (``alter.experiments.compare.worker``). Writes
 ``compare_table.md``, ``compare_table.csv``, ``compare.json`` (every number, per item too) and
 one bar chart per column under ``charts/``.
 """
@@ -19,10 +19,11 @@ from typing import Dict, List, Optional
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.compare.settings import ALL_METHODS, CompareSettings
-from alter.compare.table import columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv, to_markdown
-from alter.compare.tuning import average_seeds, floor_of, select
-from alter.compare.variants import parse_spec
+from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
+from alter.experiments.compare.table import (columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv,
+                                            to_markdown)
+from alter.experiments.compare.tuning import average_seeds, floor_of, select
+from alter.experiments.compare.variants import parse_spec
 
 ALTER_DEFAULTS = "alter_defaults.json"    # AlterConfig's defaults when the folder's runs were made
 
@@ -44,8 +45,8 @@ def parse_methods(text: Optional[str]) -> List[str]:
 
 def _run_worker(method: str, settings_path: Path, out: Path, reference: Optional[Path], progress: bool,
                 threads: Optional[int]) -> Dict:
-    cmd = [sys.executable, "-m", "alter.compare.worker", "--settings", str(settings_path), "--method", method,
-           "--output", str(out)]
+    cmd = [sys.executable, "-m", "alter.experiments.compare.worker", "--settings", str(settings_path),
+           "--method", method, "--output", str(out)]
     if reference is not None:
         cmd += ["--reference", str(reference)]
     if threads:
@@ -93,7 +94,7 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
 
     Runs that differ only by seed (``alter``, ``alter@seed=1``) are one row of the table (mean and
     sample standard deviation); ``compare.json`` keeps every run. With ``tuning`` (a learning-rate
-    sweep, :mod:`alter.compare.tuning`) the selection rule is applied and ``tuned.json`` written.
+    sweep, :mod:`alter.experiments.compare.tuning`) the selection rule is applied and ``tuned.json`` written.
 
     With ``resume``, a method whose result is already under ``out_dir/methods`` from a run with the
     same settings (the method list aside) is kept, not re-run (delete its JSON to re-run it); a
@@ -146,7 +147,7 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
             table += f"\n\n{title}:\n\n{extra}"
     alter_io.atomic_write_bytes(out_dir / "compare_table.md", (table + "\n").encode())
     alter_io.atomic_write_bytes(out_dir / "compare_table.csv", to_csv(rows).encode())
-    from alter.plots import bar_charts, front_plot
+    from alter.experiments.plots import bar_charts, front_plot
     charts = bar_charts(rows, columns_for(rows), out_dir / "charts")
     floors = [r["never_taught_rougeL_recall"] for r in rows
               if r["method"] == "finetune" and r.get("never_taught_rougeL_recall") is not None]

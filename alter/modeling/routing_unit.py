@@ -15,7 +15,7 @@ for the next:
   tokenizer (:func:`user_turn_marker`) and kept with the adapter; without them (no chat template,
   a model wrapped by hand) the unit is the whole prompt.
 - **Follow-ups inherit.** A user turn with no subject of its own ("What else did this author
-  write?") refers back; :mod:`alter.question_router` decides whether the last turn has one and,
+  write?") refers back; :mod:`alter.modeling.question_router` decides whether the last turn has one and,
   if not, takes the decision of the turn before it (:func:`turn_masks` gives every turn's mask).
 
 Shapes: ``input_ids`` / ``attention_mask`` / masks ``[B, T]``; ``prompt_lengths`` ``[B]`` counts the

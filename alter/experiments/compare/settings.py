@@ -13,8 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from alter.baselines.registry import ALL_METHODS  # noqa: F401  (re-exported: the comparison's method list)
 from alter.config import AlterConfig
-from alter.methods import ALL_METHODS  # noqa: F401  (re-exported: the comparison's method list)
 
 
 @dataclass

@@ -7,12 +7,12 @@ and ``model.generate(...)`` like the original. Entropy plumbing (docs/method.md 
   every adapted layer the entropy of each token, H_t = S_q(softmax(logits[t-1])), the first
   real token of each row counting as high entropy;
 - ``generate`` does that for the prompt only; each new token's entropy comes from the logits
-  that produced it (see :mod:`alter.routed_generation`).
+  that produced it (see :mod:`alter.modeling.routed_generation`).
 
 Save and load (PEFT's names): ``save_pretrained(dir)`` writes ``adapter_config.json`` and
 ``adapter_model.safetensors`` atomically; ``AlterModel.from_pretrained(base, dir_or_hub_id)`` wraps a
 base model and loads them; ``push_to_hub``; ``unload()`` / ``get_base_model()`` give the base model
-back (the folder format and the Hub: :mod:`alter.persistence`).
+back (the folder format and the Hub: :mod:`alter.modeling.persistence`).
 """
 
 from __future__ import annotations
@@ -26,16 +26,18 @@ import torch
 from torch import nn
 
 import alter_kernels
-from alter import persistence
 from alter.config import AlterConfig
-from alter.entropy import check_finite, positions_from_mask, shift_entropy
-from alter.kv_cache import given_cache, output_cache
-from alter.layer import AlterLinear
-from alter.persistence import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION, read_adapter_config  # noqa: F401
-from alter.question_router import FeaturesCaptured, QuestionRouter, capture_features, resolve_layer
-from alter.routing_state import RoutingState
-from alter.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks
-from alter.targets import find_target_linears, set_submodule
+from alter.modeling import persistence
+from alter.modeling.blocks import BlockReached, capture_block_output
+from alter.modeling.entropy import check_finite, positions_from_mask, shift_entropy
+from alter.modeling.kv_cache import given_cache, output_cache
+from alter.modeling.layer import AlterLinear
+from alter.modeling.persistence import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,  # noqa: F401
+                                        read_adapter_config)
+from alter.modeling.question_router import QuestionRouter, resolve_layer
+from alter.modeling.routing_state import RoutingState
+from alter.modeling.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks
+from alter.modeling.targets import find_target_linears, set_submodule
 
 # architectures whose forward returns exactly lm_head(final hidden state) (no scaling, capping or
 # bias trick after the head); others (Granite's logits_scaling, Cohere's logit_scale, Gemma 2's
@@ -197,7 +199,7 @@ class AlterModel(nn.Module):
         sink: List[torch.Tensor] = []
         with contextlib.ExitStack() as stack:
             if self.question_router is not None:
-                stack.enter_context(capture_features(self.model, self.question_router.layer, sink))
+                stack.enter_context(capture_block_output(self.model, self.question_router.layer, sink))
             hidden, logits, cache = self._base_pass(input_ids, attention_mask, use_cache=use_cache)
         return hidden, logits, (sink[-1] if sink else None), cache
 
@@ -213,10 +215,10 @@ class AlterModel(nn.Module):
         if attention_mask is not None:
             kwargs["position_ids"] = positions_from_mask(attention_mask)
         try:
-            with capture_features(self.model, self.question_router.layer, sink, stop=True), torch.no_grad(), \
+            with capture_block_output(self.model, self.question_router.layer, sink, stop=True), torch.no_grad(), \
                     self.disable_adapters():
                 self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        except FeaturesCaptured:
+        except BlockReached:
             return sink[-1]
         raise RuntimeError(f"the base model's forward never ran decoder block {self.question_router.layer}")
 
@@ -245,7 +247,7 @@ class AlterModel(nn.Module):
     def routing_units(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                       prompt_lengths: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """The tokens the question router reads, ``[B, T]`` masks, the prompt's last user turn first
-        (:mod:`alter.routing_unit`, docs/method.md §3): only prompt tokens (``prompt_lengths`` real tokens
+        (:mod:`alter.modeling.routing_unit`, docs/method.md §3): only prompt tokens (``prompt_lengths`` real tokens
         per row; all real tokens without it), and with a known chat template only the last user turns."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -256,7 +258,7 @@ class AlterModel(nn.Module):
     def question_router_logits(self, features: torch.Tensor, input_ids: torch.Tensor,
                                attention_mask: Optional[torch.Tensor] = None,
                                prompt_lengths: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-        """``[B, E]`` router logits of each sequence from its routing units (see :mod:`alter.question_router`
+        """``[B, E]`` router logits of each sequence from its routing units (see :mod:`alter.modeling.question_router`
         and :meth:`routing_units`). With an isolating router (``route_unit="turn"``) each unit's features
         come from a pass over the unit alone (:meth:`isolated_unit`), else from ``features``.
 
@@ -408,11 +410,11 @@ class AlterModel(nn.Module):
         within ``answer length + 1`` passes (usually 2) and its fixed point is generation's routing.
         With ``need_output`` the last pass's output is returned (its gates are the fixed point's).
         When every expert the rows can use is zero, the entropies change nothing: no extra pass."""
-        from alter.routed_generation import adapter_inert
+        from alter.modeling.routed_generation import is_inert
 
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         after_prompt = mask.bool() & ~prompt_mask(mask, prompt_lengths)
-        if not bool(after_prompt.any()) or (router_logits is not None and adapter_inert(self, router_logits)):
+        if not bool(after_prompt.any()) or (router_logits is not None and is_inert(self, router_logits)):
             return base_entropy, None
         theta = self.state.theta
         current = base_entropy
@@ -430,7 +432,7 @@ class AlterModel(nn.Module):
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):
         """``transformers`` generation with entropy-dispatched experts (docs/method.md §2 and §3)."""
-        from alter.routed_generation import generate_with_entropy
+        from alter.modeling.routed_generation import generate_with_entropy
         return generate_with_entropy(self, input_ids, attention_mask, **kwargs)
 
     # ------------------------------------------------------------------ experts
@@ -520,7 +522,7 @@ class AlterModel(nn.Module):
                 param.copy_(tensors[key].to(device=param.device, dtype=param.dtype))
 
     def adapter_metadata(self) -> dict:
-        """What ``adapter_config.json`` holds (see :mod:`alter.persistence`)."""
+        """What ``adapter_config.json`` holds (see :mod:`alter.modeling.persistence`)."""
         return persistence.adapter_metadata(self)
 
     def save_pretrained(self, save_directory, extra: Optional[dict] = None) -> Path:

@@ -10,7 +10,7 @@
 5. Print the before/after table and sample answers; write ``metrics.json``, ``demo_table.md``
    and ``entropy_histogram.png`` (threshold marked) next to the adapter.
 
-Sized for a 2-core CPU (see README for the measured time); ``--quick`` is a smoke run.
+Sized for a 2-core CPU (docs/benchmarks/synthetic.md gives the measured time); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
     path), ``config_overrides`` the AlterConfig values given on the command line."""
     from alter.config import build_config
     from alter.data.synthetic import SyntheticAuthors
-    from alter.plots import entropy_histogram
+    from alter.experiments.plots import entropy_histogram
     from alter.train import AlterTrainer
 
     preset = QUICK if args.quick else DemoPreset()
@@ -207,16 +207,21 @@ def run_demo(args, config_overrides: Optional[Dict[str, object]] = None) -> int:
     alter_io.atomic_write_json(out_dir / "metrics.json", metrics)
     alter_io.atomic_write_bytes(out_dir / "demo_table.md", (table + "\n\n```\n" + samples + "\n```\n").encode())
 
-    logger.info("\n" + table + "\n")
-    logger.info(samples + "\n")
-    logger.info(f"theta = {rep.theta:.3f} (Otsu, q = {config.q:g}); {rep.entropy_summary['frac_high']:.0%} of the "
-                f"trained (forget) answer tokens are high entropy")
-    for name, ok in checks.items():
-        logger.info(f"[{'PASS' if ok else 'FAIL'}] {name}")
-    logger.info(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'demo_table.md'}, {hist}, adapter in "
-                f"{out_dir / 'adapter'}")
+    print_report(table, samples, rep, config, checks,
+                 f"wrote {out_dir / 'metrics.json'}, {out_dir / 'demo_table.md'}, {hist}, adapter in {out_dir / 'adapter'}")
     logger.info(f"[demo] total {timings['total']:.0f} s")
     if not all(checks.values()):
         logger.warning("[demo] a check FAILED: the unlearning did not meet the demo's targets")
         return 1
     return 0
+
+
+def print_report(table: str, samples: str, rep, config, checks: dict, written: str) -> None:
+    """The demo's result on standard output (its progress lines are logged to standard error)."""
+    print("\n" + table + "\n")
+    print(samples + "\n")
+    print(f"theta = {rep.theta:.3f} (Otsu, q = {config.q:g}); {rep.entropy_summary['frac_high']:.0%} of the "
+          f"trained (forget) answer tokens are high entropy")
+    for name, ok in checks.items():
+        print(f"[{'PASS' if ok else 'FAIL'}] {name}")
+    print(written, flush=True)

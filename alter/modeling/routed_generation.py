@@ -27,9 +27,9 @@ from typing import List, Optional
 import torch
 
 import alter_kernels
-from alter.entropy import check_finite, positions_from_mask, shift_entropy
-from alter.kv_cache import CACHE_KWARG, given_cache, output_cache, without_last_token
-from alter.question_router import capture_features
+from alter.modeling.blocks import capture_block_output
+from alter.modeling.entropy import check_finite, positions_from_mask, shift_entropy
+from alter.modeling.kv_cache import CACHE_KWARG, given_cache, output_cache, without_last_token
 
 
 class _EntropySession:
@@ -111,7 +111,7 @@ class _EntropySession:
         return out.logits[:, -1, :]
 
 
-def adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
+def is_inert(wrapper, router_logits: torch.Tensor) -> bool:
     """True when no adapted layer can add anything to these questions, whatever each token's entropy.
 
     At inference a token's gates depend only on its sequence's router logits and on whether its
@@ -130,7 +130,7 @@ def adapter_inert(wrapper, router_logits: torch.Tensor) -> bool:
             gates = alter_kernels.route(probe_entropy, u, layer._theta(), tau_high=layer.tau_high,
                                         top_k=layer.top_k, retain_index=0, mode="infer")
             used_by_key[key] = gates.ne(0).any(0).tolist()
-        if not layer.adds_nothing(used_by_key[key]):
+        if not layer.is_inert(used_by_key[key]):
             return False
     return True
 
@@ -165,7 +165,7 @@ def _prompt_routing(wrapper, input_ids, attention_mask, kwargs):
 def _generate_all_low(wrapper, input_ids, attention_mask, **kwargs):
     """The AsymLoRA ablation: every token is low entropy (top-1 expert), no entropy to track."""
     _, _, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
-    if router_logits is not None and cache is not None and adapter_inert(wrapper, router_logits):
+    if router_logits is not None and cache is not None and is_inert(wrapper, router_logits):
         cache = without_last_token(cache)
         if cache is not None:
             return _generate_from_base_cache(wrapper, input_ids, attention_mask, cache, **kwargs)
@@ -218,7 +218,7 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
         router = wrapper.question_router
         with contextlib.ExitStack() as stack:
             if router is not None:
-                stack.enter_context(capture_features(wrapper.model, router.layer, features))
+                stack.enter_context(capture_block_output(wrapper.model, router.layer, features))
             out = wrapper.base_forward(input_ids, attention_mask, use_cache=True)
         if features:
             router_logits = wrapper.question_router_logits(features[-1], input_ids, attention_mask)
@@ -228,7 +228,7 @@ def generate_with_entropy(wrapper, input_ids: Optional[torch.Tensor], attention_
         del out
     else:             # one chunked base pass (no [B, P, V] logits) gives the entropies and the router's features
         hidden, logits, router_logits, cache = _prompt_routing(wrapper, input_ids, attention_mask, kwargs)
-        if router_logits is not None and cache is not None and adapter_inert(wrapper, router_logits):
+        if router_logits is not None and cache is not None and is_inert(wrapper, router_logits):
             # every expert these questions can use is zero: the answer is the base model's, and the
             # base pass already holds the prompt's KV cache (no second prompt pass, no entropies)
             cache = without_last_token(cache)

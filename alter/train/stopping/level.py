@@ -1,0 +1,92 @@
+"""When phase II stops by default: the forget answers fall to a level estimated from the data itself.
+
+docs/method.md section 4. A model that never learnt a fact still gives its answer some probability
+(TOFU's answers restate the question; a never-taught model copies the name and guesses the kind of
+answer), so "forgotten" is not "probability near zero": pushing below the never-taught level makes the
+forget set stand out (TOFU's forget quality, MUSE's PrivLeak). The level is estimated from the forget
+set with the model that training starts from:
+
+    level = stop_level_scale * mean_i p0(a_m(i) | q_i)
+
+where ``a_m(i)`` is the answer of another forget example (from another forget domain when there is
+one, e.g. another author), ``p0`` the starting model (adapters off) and ``p(a | q) = exp(-mean NLL)``
+over the answer tokens with its EOS (TOFU's probability). A mismatched answer has the shape of an
+answer to the question but not its facts; the starting model still knows the other answer, so it
+is scaled down (``stop_level_scale``, chosen on the TOFU tune split, checked on the report split).
+
+Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model scores the sample's
+true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
+score_encoded`), and phase II ends once their mean probability is at most the level.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, List, Optional, Sequence
+
+from alter.eval._common import field
+from alter.eval.scoring import encode_pairs, score_encoded
+
+
+def mismatched_partners(domains: Sequence[Optional[str]], seed: int) -> List[int]:
+    """For each example, the index of another one: from another domain when any exists, else any other.
+
+    Raises ValueError for fewer than two examples (no answer to mismatch with)."""
+    n = len(domains)
+    if n < 2:
+        raise ValueError("the forget-level stop needs at least 2 forget examples (a mismatched answer "
+                         "is another example's answer)")
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        others = [j for j in range(n) if domains[j] != domains[i]] or [j for j in range(n) if j != i]
+        out.append(rng.choice(others))
+    return out
+
+
+def mean_probability(model, encoded, pad_token_id: int, batch_size: int) -> float:
+    """Mean over items of ``exp(-mean NLL)`` of the answer tokens, scored as generation would (eval mode)."""
+    scores = score_encoded(model, encoded, pad_token_id=pad_token_id, batch_size=batch_size, progress=False)
+    values = [math.exp(-v) for v in scores["mean_nll"] if v is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+class ForgetLevelStop:
+    """The sample, its mismatched answers, the level (computed once) and the last reading."""
+
+    def __init__(self, tokenizer, examples: Sequence[Any], *, n: int, scale: float, every: int, min_step: int,
+                 seed: int, system_prompt: Optional[str], max_length: Optional[int] = None, batch_size: int = 16,
+                 level: Optional[float] = None):
+        if len(examples) < 2:
+            raise ValueError("the forget-level stop needs at least 2 forget examples")
+        partners = mismatched_partners([field(e, "domain") for e in examples], seed)
+        pick = sorted(random.Random(seed).sample(range(len(examples)), min(int(n), len(examples))))
+        questions = [str(field(examples[i], "question")) for i in pick]
+        kw = dict(system_prompt=system_prompt, max_length=max_length)
+        self.true = encode_pairs(tokenizer, questions, [str(field(examples[i], "answer")) for i in pick], **kw)
+        self.mismatched = encode_pairs(tokenizer, questions,
+                                       [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad, self.batch_size = int(pad), int(batch_size)
+        self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
+        self.level = level
+        self.last: Optional[float] = None
+
+    def calibrate(self, model) -> float:
+        """The level from the starting model (adapters off): once, before phase II's first update."""
+        if self.level is None:
+            with model.disable_adapters():
+                self.level = self.scale * mean_probability(model, self.mismatched, self.pad, self.batch_size)
+        return self.level
+
+    def due(self, step: int) -> bool:
+        """Whether the check runs after optimiser step ``step`` (1-based)."""
+        return step >= self.min_step and (step - self.min_step) % self.every == 0
+
+    def forgotten(self, model) -> bool:
+        self.last = mean_probability(model, self.true, self.pad, self.batch_size)
+        return self.last <= self.calibrate(model)
+
+    def state(self) -> dict:
+        return {"level": self.level}
