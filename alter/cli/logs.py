@@ -39,3 +39,4 @@ def configure_logging(level: int = logging.INFO) -> None:
             handler = _StderrHandler()
             handler.setFormatter(logging.Formatter(FORMAT))
             logger.addHandler(handler)
+        logger.propagate = False      # one line per record, even where another library configured the root
