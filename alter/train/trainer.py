@@ -497,8 +497,7 @@ class AlterTrainer:
             self.on_log(record)
         if self.output_dir is not None and self.accelerator.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / "train_log.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            alter_io.append_jsonl(self.output_dir / "train_log.jsonl", record)
 
     def _checkpoint(self, optimizer, progress: dict) -> None:
         if not self.accelerator.is_main_process:
