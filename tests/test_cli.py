@@ -192,7 +192,7 @@ def test_bench_runs_what_alter_train_benchmark_ran(monkeypatch, tmp_path):
 @pytest.mark.parametrize("argv,expect", [
     ([], "say what to run: --compare"),
     (["--compare", "--benchmark", "tofu"], "give one"),
-    (["--compare", "--tune"], "only apply to --benchmark tofu"),
+    (["--compare", "--tune"], "only apply to --benchmark"),
     (["--benchmark", "tofu", "--data", "/no/such/dir"], "no such directory"),
     (["--benchmark", "tofu", "--data", ".", "--tune", "--tofu-split", "report"], "use --tuned"),
     (["--benchmark", "tofu", "--data", ".", "--tuned", "/no/tuned.json"], "no such file"),

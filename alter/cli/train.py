@@ -3,6 +3,10 @@
     alter-train --forget PATH|NAME --retain PATH|NAME [--model smollm2-135m] [--output DIR]
                 [--config YAML] [--resume] [--<hyperparameter> VALUE ...]
     alter-train --demo [--quick]
+    alter-train --adapter DIR --forget PATH|NAME --retain PATH|NAME [--request-name NAME] [--output OUT]
+    alter-train --adapter DIR --remove-request NAME [--output OUT]
+
+``--adapter`` adds a forget request to an earlier run's adapter, or removes one (:mod:`alter.cli.requests`).
 
 Comparisons of methods, the TOFU benchmark and learning-rate sweeps are ``alter-bench``'s job
 (:mod:`alter.cli.bench`); given their flags (``--compare``, ``--benchmark``, ``--tune``, ...),
@@ -32,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="alter-train", allow_abbrev=False,
         usage="alter-train --forget PATH|NAME --retain PATH|NAME [options] [--<hyperparameter> VALUE ...]\n"
-              "       alter-train --demo [--quick]",
+              "       alter-train --demo [--quick]\n"
+              "       alter-train --adapter DIR --forget PATH|NAME --retain PATH|NAME [--request-name NAME] "
+              "[options]\n"
+              "       alter-train --adapter DIR --remove-request NAME [--output OUT]",
         description="Unlearn a forget set from a causal LM with ALTER (asymmetric LoRA + token-entropy routing) "
                     "or a baseline, or run the demo on the embedded SmolLM2-135M-Instruct. Comparisons, "
                     "benchmarks and sweeps: alter-bench.")
@@ -64,8 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "synthetic authors, unlearn 10%% of them with ALTER, print a before/after table")
     p.add_argument("--quick", action="store_true", help="with --demo: a short smoke run (a few steps, small sets)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    _add_request_flags(p)
     add_config_flags(p)
     return p
+
+
+def _add_request_flags(p: argparse.ArgumentParser) -> None:
+    from alter.cli.requests import REQUEST_HELP
+
+    g = p.add_argument_group("sequential forget requests (docs/training.md)", REQUEST_HELP)
+    g.add_argument("--adapter", default=None, metavar="DIR",
+                   help="an earlier alter-train --output folder (or its adapter/): add --forget as one new forget "
+                        "request to its adapter, training only the new expert (everything trained before stays "
+                        "bit-identical), or remove one with --remove-request; --model must be the earlier run's; "
+                        "writes --output/adapter")
+    g.add_argument("--request-name", default=None, metavar="NAME",
+                   help="with --adapter: the new request's name (default: request_<k>, k = its requests + 1)")
+    g.add_argument("--remove-request", default=None, metavar="NAME",
+                   help="with --adapter: write the adapter without request NAME (no training, no --forget)")
 
 
 def _load_sets(args):
@@ -150,6 +173,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from alter.cli import requests
+
+    requests.check_combination(args)
+    if args.adapter is not None and args.remove_request is not None:
+        return requests.run_remove_request(args)
+    if args.adapter is not None:
+        return requests.run_add_request(args, _load_sets)
     if args.demo:
         from alter.experiments.demo import run_demo
         build_config(args)                       # bad flags or YAML: one usage line before any work

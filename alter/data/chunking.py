@@ -9,7 +9,7 @@ and ``max_chars`` characters; a single word longer than ``max_chars`` is cut whe
 from __future__ import annotations
 
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -50,3 +50,11 @@ def chunk_text(text: str, *, max_chars: Optional[int] = None, max_words: Optiona
         cur_chars += len(piece)
     flush()
     return [c for c in chunks if c]
+
+
+def split_window(text: str, prompt_share: float = 0.5) -> Tuple[str, str]:
+    """``(prompt, continuation)``: the first ``prompt_share`` of the text's words (at least one) and the rest,
+    each joined by single spaces."""
+    words = text.split()
+    k = max(1, int(len(words) * prompt_share))
+    return " ".join(words[:k]), " ".join(words[k:])

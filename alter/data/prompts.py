@@ -73,6 +73,16 @@ def encode_qa(tokenizer, question: str, answer: str, *, system_prompt: Optional[
     return EncodedExample(ids, labels, len(p))
 
 
+def encode_continuation(tokenizer, prefix: str, continuation: str) -> EncodedExample:
+    """Raw text (no chat template) split in two: ``prefix`` is the prompt (labels -100), ``continuation``
+    (after one space) the labelled part, without EOS: a passage cut at a word boundary goes on."""
+    if not prefix:
+        raise ValueError("encode_continuation needs a non-empty prefix")
+    p = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    a = tokenizer(" " + continuation.lstrip(), add_special_tokens=False)["input_ids"]
+    return EncodedExample(p + a, [IGNORE_INDEX] * len(p) + list(a), len(p))
+
+
 def pad_id(tokenizer) -> int:
     if tokenizer.pad_token_id is not None:
         return tokenizer.pad_token_id

@@ -107,8 +107,10 @@ def front_plot(rows: Sequence[dict], path, x: str = "forget_rougeL_recall", y: s
         ax.axvline(floor, color="tab:blue", linestyle="--", linewidth=1, label="never-taught floor")
     ax.legend(loc="best", fontsize=7)
     ax.margins(0.15)
-    ax.set_xlabel("forget ROUGE-L recall (lower is better)")
-    ax.set_ylabel("retain ROUGE-L recall (higher is better)")
+    labels = {"forget_rougeL_recall": "forget ROUGE-L recall", "retain_rougeL_recall": "retain ROUGE-L recall",
+              "verbmem_forget": "VerbMem forget (ROUGE-L F1)", "knowmem_retain": "KnowMem retain (ROUGE-L recall)"}
+    ax.set_xlabel(f"{labels.get(x, x)} (lower is better, down to the floor)")
+    ax.set_ylabel(f"{labels.get(y, y)} (higher is better)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -160,7 +160,7 @@ class QuestionRouter(nn.Module):
         self.turn_marker = [int(i) for i in marker] if marker else None
         self.isolated = bool(saved.get("isolated", False))
         refs = saved.get("referring_ids")
-        self.referring_ids = [int(i) for i in refs] if refs else None
+        self.referring_ids = [int(i) for i in refs] if refs is not None else None   # [] stays []: saved as it was
 
     # ------------------------------------------------------------------ scoring
     def _evidence(self, features: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -302,6 +302,32 @@ class QuestionRouter(nn.Module):
         self.loo_scores = loo
         return self.calibration
 
+    def fill_bank(self, index: int, features: Sequence[torch.Tensor], max_bank: int = 50000,
+                  seed: int = 0) -> torch.Tensor:
+        """Continual unlearning: fill the empty bank ``index`` from its prompts' token features ``[T_i, d]``
+        (at most ``max_bank`` rows, drawn seeded as :meth:`fit` draws them); the threshold, the spread and
+        every other bank stay as they are. Returns each prompt's leave-one-out score for ``index`` (its own
+        rows out of the bank, against the retain bank), the score :meth:`fit` keeps in ``loo_scores``."""
+        rows = [_normalise(f.reshape(-1, f.shape[-1])).cpu() for f in features]
+        bank = torch.cat(rows)
+        owner = torch.cat([torch.full((r.shape[0],), i, dtype=torch.long) for i, r in enumerate(rows)])
+        if bank.shape[0] > max_bank:
+            keep = torch.randperm(bank.shape[0], generator=torch.Generator().manual_seed(seed))[:max_bank]
+            bank, owner = bank[keep], owner[keep]
+        self.set_bank(index, bank, normalise=False)
+        retain = self.banks[0].cpu()
+        scores = []
+        for i, feats in enumerate(rows):
+            sims = feats @ bank.T
+            sims[:, owner == i] = float("-inf")
+            own = sims.amax(dim=1).clamp(min=-1.0) if sims.shape[1] else torch.full((feats.shape[0],), -1.0)
+            scores.append(top_mean((own - _best_match(feats, retain))[None], self.evidence_tokens)[0])
+        return torch.stack(scores)
+
+    def strength(self, scores: torch.Tensor, low: float = 0.5, high: float = 3.0) -> torch.Tensor:
+        """``z = (score - threshold) / spread`` clamped to ``[low, high]``: a teacher-forced row's router strength."""
+        return ((scores - self.threshold) / self.spread).clamp(low, high)
+
     def loo_strength(self, domains: Sequence[int], low: float = 0.5, high: float = 3.0) -> torch.Tensor:
         """Per training prompt, the ``z`` its own domain got leave-one-out, clamped to ``[low, high]``:
         the strength of the teacher-forced high-entropy mix in training, as a held-out wording would get."""
@@ -310,7 +336,7 @@ class QuestionRouter(nn.Module):
         forget = d > 0
         if forget.any():
             s = self.loo_scores[forget].gather(1, (d[forget] - 1).unsqueeze(1)).squeeze(1)
-            z[forget] = ((s - self.threshold) / self.spread).clamp(low, high)
+            z[forget] = self.strength(s, low, high)
         return z
 
 

@@ -4,7 +4,8 @@
   user turn, its header's ids), which words refer back, and that it reads each unit alone;
 - :func:`router_only_rows`: the rows whose only use is the bank (the retain rows when nothing trains
   on them), which then get no full base pass;
-- :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block.
+- :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
+  passage, a row without a prompt, is read whole: a raw prompt is routed by all of it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def unit_features(model, items: Sequence, rows: List[int], batch_size: int, pad_
         prompts = []
         for i in idx:
             e = items[i].encoded
-            prompts.append(EncodedExample(e.input_ids[:e.prompt_length], e.labels[:e.prompt_length],
-                                          e.prompt_length))
+            n = e.prompt_length or len(e.input_ids)          # a passage (no prompt) is its own unit
+            prompts.append(EncodedExample(e.input_ids[:n], e.labels[:n], n))
         batch = collate(prompts, pad_token_id)
         ids = batch["input_ids"].to(model.device)
         mask = batch["attention_mask"].to(model.device)

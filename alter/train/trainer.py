@@ -128,6 +128,7 @@ class AlterTrainer:
         self.model: Optional[AlterModel] = None
         self.items: List[TrainItem] = []
         self.report: Optional[TrainReport] = None
+        self._only_expert: Optional[int] = None          # the one expert phase II trains (train_new_domain)
 
     # ------------------------------------------------------------------ preparation
     def _forget_domain_names(self) -> List[str]:
@@ -260,23 +261,35 @@ class AlterTrainer:
         """Banks and threshold from the training prompts; each forget item's held-out strength.
 
         Continual unlearning (a router already calibrated, a new empty domain): only the new
-        domain's bank is filled, the threshold and earlier banks stay as they are."""
+        domain's bank is filled (:meth:`_fill_new_bank`), the threshold and earlier banks stay as they are."""
         router = self.model.question_router
         order = sorted(features)
         domains = [self.items[i].domain_id for i in order]
         empty = [k for k, b in enumerate(router.banks) if b.numel() == 0]
         if router.calibration and empty:
             for k in empty:
-                rows = [features[i] for i, d in zip(order, domains) if d == k]
-                if not rows:
-                    raise ValueError(f"no training prompt for the new domain {self.model.domains[k]!r}")
-                router.set_bank(k, torch.cat(rows))
+                self._fill_new_bank(k, [i for i, d in zip(order, domains) if d == k], features)
             return
         cal = router.fit([features[i] for i in order], domains, max_bank=self.config.router_bank_size,
                          seed=self.config.seed)
         for i, z in zip(order, router.loo_strength(domains).tolist()):
             self.items[i].route_strength = float(z)
         self.router_calibration = cal
+
+    def _fill_new_bank(self, k: int, rows: List[int], features: Dict[int, torch.Tensor]) -> None:
+        """A new domain's bank (capped at ``router_bank_size``) and its items' held-out router strength,
+        as a fresh fit gives every forget item; the new domain's held-out recall at the kept threshold
+        goes into the report."""
+        router = self.model.question_router
+        if not rows:
+            raise ValueError(f"no training prompt for the new domain {self.model.domains[k]!r}")
+        scores = router.fill_bank(k, [features[i] for i in rows], max_bank=self.config.router_bank_size,
+                                  seed=self.config.seed)
+        for i, z in zip(rows, router.strength(scores).tolist()):
+            self.items[i].route_strength = float(z)
+        self.router_calibration = {"new_domain": self.model.domains[k], "forget_prompts": len(rows),
+                                   "loo_forget_recall": float((scores > router.threshold).float().mean()),
+                                   "bank_rows": int(router.banks[k].shape[0])}
 
     # ------------------------------------------------------------------ running
     def _show_progress(self) -> bool:
@@ -364,10 +377,9 @@ class AlterTrainer:
             # the gates inference gives a question of this domain (its held-out router strength on the
             # high-entropy mix), not a teacher-forced one-hot: phase II trains what runs at inference
             strength = batch["route_strength"].to(device)
-            # anchor rows (retain questions in a phase II batch) go to a forget expert on purpose;
-            # written as a where over every row, so the step makes no host sync
-            K = max(1, len(model.domains) - 1)
-            spread = 1 + torch.arange(len(domain), device=device) % K
+            # anchor rows (retain questions in a phase II batch) go to a forget expert on purpose (the
+            # one that trains when a new domain trains alone); a where over every row: no host sync
+            spread = self._anchor_experts(len(domain), device)
             route_to = torch.where(domain == 0, spread, domain)
             strength = torch.where(domain == 0, torch.ones_like(strength), strength)
             u = QuestionRouter.forced_logits(route_to, strength, len(model.domains))
@@ -382,6 +394,15 @@ class AlterTrainer:
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
                              attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content,
                              kl_targets=kl_targets)
+
+    def _anchor_experts(self, n: int, device) -> torch.Tensor:
+        """``[n]`` the forget expert each anchor row of a phase II batch goes through: spread over the forget
+        experts, or the new one alone (``train_new_domain``: the others are frozen, a row sent there teaches
+        nothing)."""
+        if self._only_expert is not None:
+            return torch.full((n,), self._only_expert, dtype=torch.long, device=device)
+        K = max(1, len(self.model.domains) - 1)
+        return 1 + torch.arange(n, device=device) % K
 
     def _kl_top_k(self) -> bool:
         """Whether phase II takes the structural KL against kept top-k base targets (no base pass per step)."""
@@ -419,6 +440,7 @@ class AlterTrainer:
                    only_expert: Optional[int] = None, resume_from: Optional[Path] = None) -> int:
         acc = self.accelerator
         self._set_trainable(phase, only_expert)
+        self._only_expert = only_expert
         optimizer = self._optimizer(phase)
         if resume_from is not None:
             ckpt.restore_optimizer(resume_from, optimizer)

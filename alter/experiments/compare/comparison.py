@@ -88,6 +88,22 @@ def _alter_defaults_unchanged(out_dir: Path, resume: bool) -> Dict:
     return now
 
 
+def _write_sequential(settings: CompareSettings, results: Dict[str, Dict], order: List[str], out_dir: Path,
+                      t0: float) -> Dict:
+    """The sequential-requests table (:mod:`alter.experiments.compare.sequential`) and its JSON."""
+    from alter.experiments.compare.sequential import sequential_markdown
+
+    shown = {m: results[m] for m in order if m in settings.methods or m == "retain"}
+    table = sequential_markdown(shown, settings.muse_requests)
+    alter_io.atomic_write_bytes(out_dir / "sequential_table.md", (table + "\n").encode())
+    summary = {"settings": settings.to_dict(), "runs": {m: r.get("stages") for m, r in shown.items()},
+               "seconds": round(time.time() - t0, 1)}
+    alter_io.atomic_write_json(out_dir / "compare.json", summary)
+    logger.info("\n" + table + "\n")
+    logger.info(f"wrote {out_dir / 'sequential_table.md'}")
+    return summary
+
+
 def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, threads: Optional[int] = None,
                 resume: bool = False, tuning: bool = False) -> Dict:
     """Run every method of ``settings`` and write the table.
@@ -129,12 +145,15 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
         results[method] = _run_worker(method, settings_path, done,
                                       reference if (method != "retain" and with_retain) else None,
                                       progress, threads)
+    if settings.muse_requests:
+        return _write_sequential(settings, results, order, out_dir, t0)
     # the retain model's own forget quality is against itself: the KS test of a sample with itself
     _ks_against_retain(results)
     runs_rows = [results[m]["row"] for m in order if m in settings.methods]
     rows = average_seeds(runs_rows)
-    utility = "retain_rougeL_recall" if settings.dataset == "tofu" else "model_utility"
-    front = pareto_front(rows, utility=utility)
+    utility = {"tofu": "retain_rougeL_recall", "muse_news": "knowmem_retain"}.get(settings.dataset, "model_utility")
+    efficacy = "verbmem_forget" if settings.dataset == "muse_news" else "forget_rougeL_recall"
+    front = pareto_front(rows, efficacy=efficacy, utility=utility)
     front_fq = pareto_front(rows, efficacy="forget_quality", efficacy_higher_is_better=True)
     for row in rows:
         row["pareto"] = row["method"] in front
@@ -149,9 +168,15 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     alter_io.atomic_write_bytes(out_dir / "compare_table.csv", to_csv(rows).encode())
     from alter.experiments.plots import bar_charts, front_plot
     charts = bar_charts(rows, columns_for(rows), out_dir / "charts")
-    floors = [r["never_taught_rougeL_recall"] for r in rows
-              if r["method"] == "finetune" and r.get("never_taught_rougeL_recall") is not None]
-    front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png", floor=floors[0] if floors else None)
+    if settings.dataset == "muse_news":         # the never-taught model's VerbMem is the floor
+        floors = [r["verbmem_forget"] for r in rows if r["method"] == "retain" and r.get("verbmem_forget") is not None]
+        front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png", x=efficacy, y=utility,
+                               floor=floors[0] if floors else None)
+    else:
+        floors = [r["never_taught_rougeL_recall"] for r in rows
+                  if r["method"] == "finetune" and r.get("never_taught_rougeL_recall") is not None]
+        front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png",
+                               floor=floors[0] if floors else None)
     if front_png is not None:
         charts.append(front_png)
     summary = {"settings": settings.to_dict(), "rows": rows, "runs": runs_rows, "pareto_front": front,
@@ -174,7 +199,7 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
                         f"the floor {summary['tuned']['floor']:.3f} + 0.05)")
         logger.info(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-bench --benchmark tofu --tuned "
                     f"{out_dir / 'tuned.json'}")
-    logger.info(f"Pareto front (forget ROUGE-L vs {utility.replace('_', ' ')}): {', '.join(front)}")
+    logger.info(f"Pareto front ({efficacy.replace('_', ' ')} vs {utility.replace('_', ' ')}): {', '.join(front)}")
     logger.info(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
     logger.info(f"wrote {out_dir / 'compare_table.md'}, {out_dir / 'compare_table.csv'}, {out_dir / 'charts'}/")
     return summary

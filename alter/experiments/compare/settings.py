@@ -20,9 +20,11 @@ from alter.config import AlterConfig
 @dataclass
 class CompareSettings:
     model: str = "smollm2-135m"
-    dataset: str = "synthetic"           # "synthetic" authors, or "tofu" (real TOFU rows from data_dir)
+    dataset: str = "synthetic"           # "synthetic" authors, "tofu" (real TOFU rows from data_dir) or
+                                         # "muse_news" (MUSE-News BBC articles from data_dir)
     data_dir: Optional[str] = None       # the TOFU directory (authors.jsonl, world_facts.jsonl, real_authors.jsonl)
-    tofu_split: str = "report"           # TOFU forget authors: "tune" (180-184) or "report" (185-189)
+    tofu_split: str = "report"           # the forget split: TOFU authors "tune" (180-184) or "report" (185-189);
+                                         # MUSE-News the article fold "tune" or "report"
     eval_forget: int = 0                 # TOFU: forget questions scored (0: all of the forget authors')
     eval_never_taught: int = 50          # TOFU: never-taught questions scored (authors 190-194)
     eval_reworded: int = 30              # TOFU: forget and retain questions scored again in a new wording
@@ -43,6 +45,10 @@ class CompareSettings:
     max_new_tokens: int = 24
     eval_batch_size: int = 16
     eval_lean: bool = False              # score forget, retain and never-taught generations only (the tuning sweep)
+    muse_verbmem: int = 60               # MUSE-News: verbmem items cut to forget windows (0: all 100)
+    eval_retain_windows: int = 20        # MUSE-News: retain windows continued (VerbMem on the retain side)
+    knowmem_new_tokens: int = 16         # MUSE-News: answer length of a knowledge question
+    muse_requests: int = 0               # MUSE-News: unlearn the fold as N sequential requests (0: at once)
     eval_robustness: int = 0             # TOFU: forget and retain questions answered under each prompt variant
                                          # (alter.eval.robustness; 0: no robustness table)
     methods: List[str] = field(default_factory=lambda: list(ALL_METHODS))
@@ -71,6 +77,11 @@ TOFU_AUTHORS = {"retain": list(range(10)), "tune": list(range(180, 185)), "repor
 TOFU = dict(dataset="tofu", finetune_epochs=5.0, finetune_lr=5e-4, eval_retain_per_author=3, eval_general=25,
             eval_forget=40, eval_never_taught=30, eval_reworded=20, max_new_tokens=40, eval_robustness=12,
             alter={"phase2_epochs": AlterConfig().phase2_epochs})
+
+# MUSE-News (``--benchmark muse-news``): taught every forget window (both folds) and the retain windows,
+# one fold forgotten; continuations of 64 new tokens (a verbmem window's 48-word continuation)
+MUSE_NEWS = dict(dataset="muse_news", finetune_epochs=5.0, finetune_lr=5e-4, eval_general=25, max_new_tokens=64,
+                 alter={"phase2_epochs": AlterConfig().phase2_epochs})
 
 # (a smoke run: every method, ALTER included, at unlearn_epochs)
 QUICK = dict(n_authors=4, questions_per_author=2, finetune_epochs=1.0, unlearn_epochs=1.0, eval_retain_per_author=1,

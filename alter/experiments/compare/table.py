@@ -37,7 +37,26 @@ TOFU_COLUMNS = [
 ]
 
 
+# the MUSE-News benchmark's columns (alter-bench --benchmark muse-news): MUSE's metrics on the forget fold,
+# the retain side, general knowledge, the fluency of continuations
+MUSE_COLUMNS = [
+    ("verbmem_forget", "VerbMem forget", "{:.3f}"),
+    ("knowmem_forget", "KnowMem forget", "{:.3f}"),
+    ("privleak", "PrivLeak", "{:+.1f}"),
+    ("knowmem_retain", "KnowMem retain ↑", "{:.3f}"),
+    ("verbmem_retain", "VerbMem retain ↑", "{:.3f}"),
+    ("world_facts_accuracy", "world facts acc.", "{:.3f}"),
+    ("real_authors_accuracy", "real authors acc.", "{:.3f}"),
+    ("fluency_mean", "fluency proxy ↑", "{:.2f}"),
+    ("unlearn_steps", "steps", "{:.0f}"),
+    ("train_seconds", "wall time (s)", "{:.0f}"),
+    ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
+]
+
+
 def columns_for(rows: Sequence[Dict]) -> List:
+    if any("verbmem_forget" in r for r in rows):
+        return MUSE_COLUMNS
     return TOFU_COLUMNS if any("never_taught_rougeL_recall" in r for r in rows) else COLUMNS
 
 

@@ -78,8 +78,11 @@ def build_tofu_data(s: CompareSettings) -> CompareData:
 def build_data(s: CompareSettings) -> CompareData:
     if s.dataset == "tofu":
         return build_tofu_data(s)
+    if s.dataset == "muse_news":
+        from alter.experiments.compare.muse import build_muse_data
+        return build_muse_data(s)
     if s.dataset != "synthetic":
-        raise ValueError(f"unknown dataset {s.dataset!r}: 'synthetic' or 'tofu'")
+        raise ValueError(f"unknown dataset {s.dataset!r}: 'synthetic', 'tofu' or 'muse_news'")
     from alter.data.general_knowledge import real_authors, world_facts
     from alter.data.synthetic import SyntheticAuthors
 
@@ -121,7 +124,8 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
     epochs = s.unlearn_epochs if spec.epochs is None else spec.epochs
 
     if method == "retain":
-        model, tok, rep = cached_finetune(s.model, data.retain + data.replay, tag="retain", use_cache=s.use_cache,
+        tag = "muse_news-retain" if s.dataset == "muse_news" else "retain"
+        model, tok, rep = cached_finetune(s.model, data.retain + data.replay, tag=tag, use_cache=s.use_cache,
                                           progress=progress, desc="retain model", **_finetune_settings(s))
         return model, tok, {"train_seconds": rep.get("seconds"), "peak_memory_bytes": rep.get("peak_memory_bytes"),
                             "trainable_parameters": rep.get("trainable_parameters"), "from_cache": rep["cached"]}
@@ -145,6 +149,8 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
             model = trainer.train()
             trainable = model.adapter_parameter_count()
             steps = trainer.report.phases.get("phase2", {}).get("steps")   # fewer than planned when stopped early
+            # the share of answer tokens below theta: the positions the hinge can act on
+            low_share = 1.0 - float(trainer.report.entropy_summary.get("frac_high", 0.0))
         else:
             from alter.baselines import run_unlearning
 
@@ -154,10 +160,11 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
             model = result.model
             trainable = result.report.trainable_parameters
             steps = result.report.steps
+            low_share = None
     eff = rec.to_dict()
     return model, tok, {"train_seconds": eff["wall_s"], "peak_memory_bytes": eff.get("peak_rss_bytes")
                         or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable,
-                        "unlearn_steps": steps}
+                        "unlearn_steps": steps, "low_entropy_share": low_share}
 
 
 def _extra_sets(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:
@@ -269,9 +276,14 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
     spec = parse_spec(method)
     torch.manual_seed(s.seed if spec.seed is None else spec.seed)
     data = build_data(s)
+    if s.dataset == "muse_news" and s.muse_requests:
+        from alter.experiments.compare.sequential import run_sequential
+        return run_sequential(spec, s, data, progress)
     t0 = time.time()
     model, tok, efficiency = _unlearn(spec, s, data, progress)
     model.eval()
+    if s.dataset == "muse_news":
+        return _muse_result(spec, model, tok, s, data, reference, efficiency, t0, progress)
     if s.eval_lean:
         row = {"method": spec.name, **_lean_row(model, tok, s, data, progress), **efficiency,
                "total_seconds": round(time.time() - t0, 1)}
@@ -306,6 +318,21 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
     }
     return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats"),
             "robustness_generations": extra.get("robustness_generations")}
+
+
+def _muse_result(spec, model, tok, s, data, reference, efficiency, t0, progress) -> Dict:
+    from alter.modeling import model_loading
+    from alter.experiments.compare.muse import continuation_fluency, evaluate_muse
+
+    r = evaluate_muse(model, tok, s, data, reference, progress)
+    if spec.method == "retain":                 # the never-taught model is the reference: against itself, 0
+        r["row"]["privleak"] = 0.0
+    del model
+    judge, judge_tok = model_loading.load(s.model)                  # the original model judges fluency
+    fluency = continuation_fluency(judge, judge_tok, *r["fluency_inputs"], batch_size=s.eval_batch_size)
+    row = {"method": spec.name, **r["row"], "fluency_mean": fluency["mean"], "fluency_var": fluency["var"],
+           **efficiency, "total_seconds": round(time.time() - t0, 1)}
+    return {"row": row, "muse": r["details"], "fluency": fluency, "reference_stats": r["reference_stats"]}
 
 
 def main(argv=None) -> int:

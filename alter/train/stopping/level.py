@@ -17,6 +17,10 @@ is scaled down (``stop_level_scale``, chosen on the TOFU tune split, checked on 
 Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model scores the sample's
 true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
 score_encoded`), and phase II ends once their mean probability is at most the level.
+
+Passages (raw text, no question: MUSE-style forget sets) have no answer: each sampled passage is cut at
+its middle word, the first half is the prompt and the second half the answer (the way a continuation is
+generated and VerbMem scores it), and the mismatched answer is another passage's second half.
 """
 
 from __future__ import annotations
@@ -45,6 +49,30 @@ def mismatched_partners(domains: Sequence[Optional[str]], seed: int) -> List[int
     return out
 
 
+def passage_pairs(tokenizer, examples: Sequence[Any], pick: Sequence[int], partners: Sequence[int],
+                  max_length: Optional[int] = None):
+    """Passages (raw text, no question): each is cut in two at its middle word; the first half is the prompt
+    (a raw prompt, as a continuation is generated) and the second half the answer, or, mismatched, the
+    second half of the partner passage. ``(true, mismatched)`` encoded lists."""
+    from alter.data.chunking import split_window
+    from alter.data.prompts import encode_continuation
+
+    def cut(e):
+        e = e if max_length is None or len(e.input_ids) <= max_length else \
+            type(e)(e.input_ids[:max_length], e.labels[:max_length], e.prompt_length)
+        return e
+
+    true, mismatched = [], []
+    for i in pick:
+        head, tail = split_window(str(field(examples[i], "answer")))
+        other = split_window(str(field(examples[partners[i]], "answer")))[1]
+        if not tail or not other:
+            raise ValueError(f"the forget-level stop cuts each passage in two; passage {i} has fewer than 2 words")
+        true.append(cut(encode_continuation(tokenizer, head, tail)))
+        mismatched.append(cut(encode_continuation(tokenizer, head, other)))
+    return true, mismatched
+
+
 def mean_probability(model, encoded, pad_token_id: int, batch_size: int) -> float:
     """Mean over items of ``exp(-mean NLL)`` of the answer tokens, scored as generation would (eval mode)."""
     scores = score_encoded(model, encoded, pad_token_id=pad_token_id, batch_size=batch_size, progress=False)
@@ -62,11 +90,14 @@ class ForgetLevelStop:
             raise ValueError("the forget-level stop needs at least 2 forget examples")
         partners = mismatched_partners([field(e, "domain") for e in examples], seed)
         pick = sorted(random.Random(seed).sample(range(len(examples)), min(int(n), len(examples))))
-        questions = [str(field(examples[i], "question")) for i in pick]
-        kw = dict(system_prompt=system_prompt, max_length=max_length)
-        self.true = encode_pairs(tokenizer, questions, [str(field(examples[i], "answer")) for i in pick], **kw)
-        self.mismatched = encode_pairs(tokenizer, questions,
-                                       [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
+        if all(not field(examples[i], "question") for i in pick):
+            self.true, self.mismatched = passage_pairs(tokenizer, examples, pick, partners, max_length)
+        else:
+            questions = [str(field(examples[i], "question")) for i in pick]
+            kw = dict(system_prompt=system_prompt, max_length=max_length)
+            self.true = encode_pairs(tokenizer, questions, [str(field(examples[i], "answer")) for i in pick], **kw)
+            self.mismatched = encode_pairs(tokenizer, questions,
+                                           [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad, self.batch_size = int(pad), int(batch_size)
         self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
