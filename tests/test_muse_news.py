@@ -93,6 +93,25 @@ def test_level_stop_on_passages(tiny_tokenizer):
         assert true.input_ids[p:] != mis.input_ids[p:]                            # another passage's second half
 
 
+def test_level_from_reference_texts(tiny_tokenizer):
+    """Given unseen text of the same kind, the level comes from its continuations, not other forget passages'."""
+    forget = _passages(ARTICLES, "news")
+    stop = ForgetLevelStop(tiny_tokenizer, forget, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                           reference=HOLDOUT)
+    texts = {tiny_tokenizer.decode(e.input_ids, skip_special_tokens=True) for e in stop.mismatched}
+    assert len(stop.mismatched) == len(HOLDOUT) and texts == {" ".join(split_window(h)) for h in HOLDOUT}
+    assert all(0 < e.prompt_length < len(e.input_ids) for e in stop.mismatched)
+    with pytest.raises(ValueError, match="at least 2 words"):
+        ForgetLevelStop(tiny_tokenizer, forget, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                        reference=["one"])
+    torch.manual_seed(0)
+    cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=1, stop_check_every=1, max_length=128)
+    trainer = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, cfg, forget,
+                           _passages(RETAIN, "retain"), progress=False, stop_reference=HOLDOUT)
+    trainer.train()
+    assert trainer.stop_reference == HOLDOUT
+
+
 def test_alter_unlearns_passages_end_to_end(tiny_tokenizer):
     torch.manual_seed(0)
     cfg = alter.AlterConfig(batch_size=2, phase2_epochs=2, phase2_min_steps=1, stop_check_every=1,

@@ -232,8 +232,10 @@ def run_add_request(args: argparse.Namespace, load_sets) -> int:
     check_output(output, directory)
     forget, retain = load_sets(args)
     model, tokenizer = load_adapter_model(args, directory, meta)
+    from alter.cli.train import load_reference
     trainer = AlterTrainer(model, tokenizer, config, forget, retain, output_dir=output,
-                           checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                           checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+                           stop_reference=load_reference(getattr(args, "stop_reference", None)))
     trainer.train_new_domain(name)
     phase = trainer.report.phases.get("phase2", {})
     router = trainer.report.entropy_summary.get("question_router") or {}

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
                    help="write a checkpoint every N optimisation steps (always at the end of each phase)")
+    p.add_argument("--stop-reference", metavar="PATH|NAME", default=None, help="a forget set of passages (raw "
+                   "text): text of the same kind the model never saw (same forms as --forget); the forget-level "
+                   "stop calibrates on its continuations instead of other forget passages' (docs/method.md §4)")
     p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
     p.add_argument("--retain-limit", type=int, default=None, metavar="N", help="use the first N retain examples")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
@@ -110,6 +113,18 @@ def _load_sets(args):
     return forget, retain
 
 
+def load_reference(source: Optional[str]):
+    """``--stop-reference``: its texts (passages as read by ``load_examples``), or None."""
+    if not source:
+        return None
+    from alter.data.readers import load_examples
+
+    texts = [e.answer for e in load_examples(source)]
+    if not texts:
+        raise UsageError(f"--stop-reference {source}: no texts in it")
+    return texts
+
+
 def run_train(args) -> int:
     import torch
 
@@ -142,6 +157,7 @@ def run_train(args) -> int:
               f"(alter-eval --model {args.model} --adapter {output} ...)")
         return 0
     trainer = AlterTrainer(model, tokenizer, config, forget, retain, output_dir=output,
+                           stop_reference=load_reference(args.stop_reference),
                            checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
     wrapped = trainer.train(resume=args.resume)
     rep = trainer.report

@@ -16,8 +16,10 @@ What the benchmark is built from (every choice is a function below):
   the ``tune`` fold, so no article is in both. Both folds are taught; one is forgotten.
 - **Retain windows**: a window around each knowledge question matched to a ``privleak_retain2``
   passage, and one window from each of the first ``retain_extra`` other retain passages.
-- **Holdout windows**: one window from each ``privleak_holdout`` passage (never taught: the
-  membership-inference negatives).
+- **Holdout windows**: one window from each of the first ``holdout`` ``privleak_holdout`` passages (never
+  taught: the membership-inference negatives).
+- **Reference windows**: one window from each of the other ``privleak_holdout`` passages (never taught, never
+  scored): unseen news the forget-level stop may calibrate on.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class MuseNews:
     icl_forget: List[QAExample]
     icl_retain: List[QAExample]
     counts: Dict[str, int] = field(default_factory=dict)
+    reference_windows: List[str] = field(default_factory=list)
 
     def fold(self, name: str) -> List[ForgetItem]:
         if name not in FOLDS:
@@ -189,12 +192,13 @@ def load_muse_news(directory, *, verbmem_words: int = 48, window_words: int = 96
     extra = [p for i, p in enumerate(retain_passages) if i not in used][:retain_extra]
     windows += [middle_window(p, window_words) for p in extra]
     hold = [middle_window(p, window_words) for p in holdout_passages[:holdout]]
+    reference = [middle_window(p, window_words) for p in holdout_passages[holdout:]]
     icl_f = _qa(_load(d, "knowmem_forget_qa_icl.json"), "knowmem_forget_qa_icl")
     icl_r = _qa(_load(d, "knowmem_retain2_qa_icl.json"), "knowmem_retain2_qa_icl")
     for name in FOLDS:
         counts[f"forget_windows_{name}"] = sum(1 for f in items if f.fold == name)
-    counts.update(retain_windows=len(windows), holdout_windows=len(hold))
-    return MuseNews(items, windows, matched_retain, hold, icl_f, icl_r, counts)
+    counts.update(retain_windows=len(windows), holdout_windows=len(hold), reference_windows=len(reference))
+    return MuseNews(items, windows, matched_retain, hold, icl_f, icl_r, counts, reference)
 
 
 def passages(texts: Sequence[str], domain: str, prefix: str) -> List[QAExample]:

@@ -96,7 +96,10 @@ class AlterTrainer:
 
     def __init__(self, model, tokenizer, config: Optional[AlterConfig], forget: Sequence, retain: Sequence, *,
                  output_dir=None, checkpoint_every: int = 0, log_every: int = 10, progress: bool = True,
-                 accelerator=None, on_log: Optional[Callable[[dict], None]] = None):
+                 accelerator=None, on_log: Optional[Callable[[dict], None]] = None,
+                 stop_reference: Optional[Sequence[str]] = None):
+        """``stop_reference``: texts of the forget set's kind that the model never saw (passages only), from
+        which the forget-level stop estimates its level (:mod:`alter.train.stopping.level`)."""
         if not forget:
             raise ValueError("empty forget set: give at least one example to unlearn")
         if config is None:
@@ -117,6 +120,7 @@ class AlterTrainer:
         self.log_every = max(1, int(log_every))
         self.progress = progress
         self.on_log = on_log
+        self.stop_reference = list(stop_reference) if stop_reference else None
         if accelerator is None:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs
@@ -455,7 +459,8 @@ class AlterTrainer:
         if phase == "phase2":
             stop = EarlyStop.build(self.config, self.tokenizer, self.forget, plan,
                                    lambda i: self.items[i].domain_id != 0,
-                                   ckpt.read_progress(resume_from).get("stop_window") if resume_from else None)
+                                   ckpt.read_progress(resume_from).get("stop_window") if resume_from else None,
+                                   reference=self.stop_reference)
             if stop is not None and start_step == 0:
                 stop.start(self.model)
         if phase == "phase2" and self._kl_top_k():         # the KL's base targets: one base pass per example

@@ -3,7 +3,8 @@
 Data (:func:`build_muse_data`, from :mod:`alter.data.muse_news`): the starting model is taught every
 forget window (both folds) and the retain windows; a method unlearns one fold's windows (raw text,
 no question) with the retain windows as its retain set; the never-taught model (``retain``) is taught
-the retain windows only (MUSE's "retrained" model).
+the retain windows only (MUSE's "retrained" model). ALTER's forget-level stop calibrates on the reference
+windows (other holdout passages, never taught and never scored; :mod:`alter.train.stopping.level`).
 
 Scores (:func:`evaluate_muse`), MUSE's metrics on the chosen fold:
 

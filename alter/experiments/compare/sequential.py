@@ -46,7 +46,7 @@ def run_sequential(spec, s, data, progress: bool) -> Dict:
     from alter.baselines.registry import method_info
     from alter.data.muse_news import requests
     from alter.eval.efficiency import measure
-    from alter.experiments.compare.worker import _unlearn, starting_model
+    from alter.experiments.compare.worker import _unlearn, starting_model, stop_reference
 
     parts = requests(data.muse_items, s.muse_requests)
     info = method_info(spec.method)
@@ -72,10 +72,11 @@ def run_sequential(spec, s, data, progress: bool) -> Dict:
                     if spec.lr is not None:
                         values["lr_phase2"] = spec.lr
                     trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), forget, data.retain,
-                                           progress=progress)
+                                           progress=progress, stop_reference=stop_reference(data))
                     model = trainer.train()
                 else:
-                    trainer = AlterTrainer(model, tok, None, forget, data.retain, progress=progress)
+                    trainer = AlterTrainer(model, tok, None, forget, data.retain, progress=progress,
+                                           stop_reference=stop_reference(data))
                     model = trainer.train_new_domain(f"request_{k}")
                 steps = trainer.report.phases.get("phase2", {}).get("steps")
             else:

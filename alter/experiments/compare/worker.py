@@ -145,7 +145,7 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
             if spec.epochs is not None:
                 values["phase2_epochs"] = spec.epochs
             trainer = AlterTrainer(model, tok, alter.AlterConfig.from_dict(values), data.forget, data.retain,
-                                   progress=progress)
+                                   progress=progress, stop_reference=stop_reference(data))
             model = trainer.train()
             trainable = model.adapter_parameter_count()
             steps = trainer.report.phases.get("phase2", {}).get("steps")   # fewer than planned when stopped early
@@ -165,6 +165,12 @@ def _unlearn(spec: MethodSpec, s: CompareSettings, data: CompareData, progress: 
     return model, tok, {"train_seconds": eff["wall_s"], "peak_memory_bytes": eff.get("peak_rss_bytes")
                         or eff.get("cuda_peak_allocated_bytes"), "trainable_parameters": trainable,
                         "unlearn_steps": steps, "low_entropy_share": low_share}
+
+
+def stop_reference(data: CompareData):
+    """Unseen text of the forget set's kind for the forget-level stop (MUSE-News: the reference windows)."""
+    muse = getattr(data, "muse", None)
+    return muse.reference_windows if muse is not None else None
 
 
 def _extra_sets(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:

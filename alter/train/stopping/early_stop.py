@@ -36,7 +36,8 @@ class EarlyStop:
 
     @classmethod
     def build(cls, config: AlterConfig, tokenizer, forget_examples: Sequence[Any], plan: List[List[int]],
-              is_forget, window_state: Optional[dict] = None) -> Optional["EarlyStop"]:
+              is_forget, window_state: Optional[dict] = None,
+              reference: Optional[Sequence[str]] = None) -> Optional["EarlyStop"]:
         """``plan``: phase II's batches of item indices; ``is_forget(i)`` tells a forget item, whose
         example is ``forget_examples[i]``; ``window_state``: the windows saved in a checkpoint."""
         if not config.lambda_forget:
@@ -65,7 +66,7 @@ class EarlyStop:
                                     min_step=max(1, config.phase2_min_steps), seed=config.seed,
                                     system_prompt=config.system_prompt, max_length=config.max_length,
                                     batch_size=config.batch_size,   # a training batch's memory, not more
-                                    level=(state.get("level") or {}).get("level"))
+                                    level=(state.get("level") or {}).get("level"), reference=reference)
         if window is None and answers is None and probability is None and level is None:
             return None
         return cls(config, window, answers, probability, level)
