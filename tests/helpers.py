@@ -41,3 +41,14 @@ def make_tiny_llama(vocab_size: int = 128, hidden: int = 32, layers: int = 2, he
     model = LlamaForCausalLM(cfg).to(dtype)
     model.eval()
     return model
+
+
+def save_tiny_model(directory) -> str:
+    """A tiny random Llama and its tokenizer saved to ``directory`` (seed 0): a model path the CLIs load."""
+    import torch
+
+    torch.manual_seed(0)
+    tok = make_tiny_tokenizer()
+    make_tiny_llama(len(tok)).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return str(directory)

@@ -3,13 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from alter.cli import bench as cli
 from alter.experiments.compare.table import to_markdown
 from alter.experiments.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
 from alter.experiments.compare.variants import MethodSpec, parse_spec
-from tests.helpers import make_tiny_llama, make_tiny_tokenizer
+from tests.helpers import save_tiny_model
 from tests.test_data_tofu import _write_tofu
 
 
@@ -70,10 +69,7 @@ def test_seeds_are_one_row_with_mean_and_spread():
 
 
 def test_tune_then_report_with_the_selected_rates_and_seeds(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    tok = make_tiny_tokenizer()
-    make_tiny_llama(len(tok)).save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
+    save_tiny_model(tmp_path / "tiny")
     monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(TUNE_LRS, "ga", [1e-5, 1e-3, 1e-1])
     data = _write_tofu(tmp_path / "tofu", authors=list(range(10)) + list(range(180, 195)), per=2)

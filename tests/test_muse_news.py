@@ -155,20 +155,12 @@ def test_muse_scores_on_a_tiny_model(tmp_path, tiny_tokenizer):
     assert len(flu["score_per_item"]) == row["n_verbmem"]
 
 
-def _tiny_saved(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    from tests.helpers import make_tiny_tokenizer
-    tok = make_tiny_tokenizer()
-    make_tiny_llama(len(tok)).save_pretrained(tmp_path / "tiny")
-    tok.save_pretrained(tmp_path / "tiny")
-    monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
-    return str(tmp_path / "tiny")
-
-
 def test_bench_muse_news_table_and_sequential_requests(tmp_path, monkeypatch):
     from alter.cli import bench as cli
+    from tests.helpers import save_tiny_model
 
-    model = _tiny_saved(tmp_path, monkeypatch)
+    model = save_tiny_model(tmp_path / "tiny")
+    monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
     data = str(write_dir(tmp_path))
     common = ["--benchmark", "muse-news", "--quick", "--data", data, "--model", model, "--no-progress",
               "--threads", "1"]
