@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -51,30 +50,10 @@ from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import phase1_loss, phase2_losses
 from alter.train.step_values import step_values
+from alter.train.activation_checkpointing import activation_checkpointing
+from alter.train.run_report import TrainReport, peak_memory_bytes
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainReport:
-    """What a run did: theta, per-phase steps / time / peak memory, the logged losses."""
-
-    theta: float
-    domains: List[str]
-    phases: Dict[str, dict] = field(default_factory=dict)
-    log: List[dict] = field(default_factory=list)
-    entropy_summary: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"theta": self.theta, "domains": self.domains, "phases": self.phases,
-                "entropy_summary": self.entropy_summary}
-
-
-def _peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import resource
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # config fields that change how a run computes, not what it computes: a resume may change them
@@ -513,7 +492,7 @@ class AlterTrainer:
         stats = self.report.phases.setdefault(phase, {"steps": 0, "seconds": 0.0})
         stats["steps"] += (stats.get("stopped_early_at") or len(plan)) - start_step
         stats["seconds"] += time.time() - t0
-        stats["peak_memory_bytes"] = _peak_memory_bytes(self.model.device)
+        stats["peak_memory_bytes"] = peak_memory_bytes(self.model.device)
         stats["trainable_parameters"] = self.model.trainable_parameter_count()
         self.model.set_trainable()
         return global_step
@@ -544,7 +523,7 @@ class AlterTrainer:
         found = ckpt.latest_checkpoint(self.output_dir / "checkpoints") if (resume and self.output_dir) else None
         if found is not None:
             global_step = self._resume_from(found, plans, start, restore)
-        with self._checkpointing():
+        with activation_checkpointing(self.model.model, self.config.gradient_checkpointing):
             for phase in ("phase1", "phase2"):
                 if phase in plans and start[phase] < len(plans[phase]):
                     global_step = self._run_phase(phase, plans[phase], start[phase], global_step,
@@ -552,29 +531,6 @@ class AlterTrainer:
         if self.output_dir is not None and self.accelerator.is_main_process:
             model.save_adapter(self.output_dir / "adapter", extra={"train_report": self.report.to_dict()})
         return model
-
-    @contextlib.contextmanager
-    def _checkpointing(self):
-        """Activation checkpointing of the base model's blocks while training, when configured
-        (non-reentrant: the frozen base's inputs need no grad for the adapters to get theirs)."""
-        base = self.model.model
-        if not self.config.gradient_checkpointing:
-            yield
-            return
-        if not getattr(base, "supports_gradient_checkpointing", False):
-            raise ValueError(f"gradient_checkpointing=True, but {type(base).__name__} does not support it")
-        kwargs = {"use_reentrant": False}
-        if hasattr(base, "activation_checkpointing_enable"):         # transformers >= 5.x names it so
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-        try:
-            yield
-        finally:
-            if hasattr(base, "activation_checkpointing_disable"):
-                base.activation_checkpointing_disable()
-            else:
-                base.gradient_checkpointing_disable()
 
     def _resume_from(self, found: Path, plans: dict, start: dict, restore: dict) -> int:
         """Load a checkpoint into the prepared model; set where each phase starts. Returns the global step."""
