@@ -170,13 +170,13 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     charts = bar_charts(rows, columns_for(rows), out_dir / "charts")
     if settings.dataset == "muse_news":         # the never-taught model's VerbMem is the floor
         floors = [r["verbmem_forget"] for r in rows if r["method"] == "retain" and r.get("verbmem_forget") is not None]
-        front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png", x=efficacy, y=utility,
-                               floor=floors[0] if floors else None)
+        axes = {"x": efficacy, "y": utility}
     else:
         floors = [r["never_taught_rougeL_recall"] for r in rows
                   if r["method"] == "finetune" and r.get("never_taught_rougeL_recall") is not None]
-        front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png",
-                               floor=floors[0] if floors else None)
+        axes = {}
+    front_png = front_plot(rows, out_dir / "charts" / "front_forget_vs_retain.png",
+                           floor=floors[0] if floors else None, **axes)
     if front_png is not None:
         charts.append(front_png)
     summary = {"settings": settings.to_dict(), "rows": rows, "runs": runs_rows, "pareto_front": front,

@@ -61,19 +61,14 @@ def passage_pairs(tokenizer, examples: Sequence[Any], pick: Sequence[int], partn
     from alter.data.chunking import split_window
     from alter.data.prompts import encode_continuation
 
-    def cut(e):
-        e = e if max_length is None or len(e.input_ids) <= max_length else \
-            type(e)(e.input_ids[:max_length], e.labels[:max_length], e.prompt_length)
-        return e
-
     true, mismatched = [], []
     for i in pick:
         head, tail = split_window(str(field(examples[i], "answer")))
         other = split_window(str(field(examples[partners[i]], "answer")))[1]
         if not tail or not other:
             raise ValueError(f"the forget-level stop cuts each passage in two; passage {i} has fewer than 2 words")
-        true.append(cut(encode_continuation(tokenizer, head, tail)))
-        mismatched.append(cut(encode_continuation(tokenizer, head, other)))
+        true.append(_truncate(encode_continuation(tokenizer, head, tail), max_length))
+        mismatched.append(_truncate(encode_continuation(tokenizer, head, other), max_length))
     return true, mismatched
 
 
@@ -87,13 +82,14 @@ def reference_pairs(tokenizer, texts: Sequence[str], n: int, seed: int, max_leng
     if not usable:
         raise ValueError("the forget-level stop's reference texts need at least 2 words each")
     pick = sorted(random.Random(seed).sample(range(len(usable)), min(int(n), len(usable))))
-    out = []
-    for i in pick:
-        e = encode_continuation(tokenizer, *split_window(str(usable[i])))
-        if max_length is not None and len(e.input_ids) > max_length:
-            e = type(e)(e.input_ids[:max_length], e.labels[:max_length], e.prompt_length)
-        out.append(e)
-    return out
+    return [_truncate(encode_continuation(tokenizer, *split_window(str(usable[i]))), max_length) for i in pick]
+
+
+def _truncate(e, max_length: Optional[int]):
+    """``e`` cut to ``max_length`` tokens from the answer's end (the prompt is a passage's first half)."""
+    if max_length is None or len(e.input_ids) <= max_length:
+        return e
+    return type(e)(e.input_ids[:max_length], e.labels[:max_length], e.prompt_length)
 
 
 def mean_probability(model, encoded, pad_token_id: int, batch_size: int) -> float:
