@@ -107,10 +107,10 @@ def test_a_spec_s_lr_and_epochs_reach_the_unlearning_run(monkeypatch):
     seen = {}
 
     class FakeTrainer:
-        def __init__(self, model, tok, config, forget, retain, progress=True):
+        def __init__(self, model, tok, config, forget, retain, progress=True, stop_reference=None):
             seen["alter"] = (config.lr_phase2, config.phase2_epochs)
             self.model = model
-            self.report = types.SimpleNamespace(phases={"phase2": {"steps": 3}})
+            self.report = types.SimpleNamespace(phases={"phase2": {"steps": 3}}, entropy_summary={"frac_high": 0.1})
 
         def train(self):
             return types.SimpleNamespace(adapter_parameter_count=lambda: 1)
