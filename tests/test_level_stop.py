@@ -64,3 +64,64 @@ def test_a_level_never_reached_runs_the_whole_budget(tiny_tokenizer, tmp_path):
     tr.train()
     assert "stopped_early_at" not in tr.report.phases["phase2"] and tr.report.phases["phase2"]["steps"] == 6
     assert len(FORGET) == 4
+
+
+def test_the_check_keeps_the_base_pass_and_starts_from_the_last_fixed_point_with_the_same_readings(
+        tiny_tokenizer, monkeypatch):
+    """The stop check scores its fixed sample as a full scoring forward does (evaluate_qa), check after
+    check while the experts move, but runs the base pass once and, with nothing changed, one adapted pass
+    per batch (alter/modeling/scoring_pass.py)."""
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    assert model.question_router is not None and model.question_router.fitted
+    stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                           batch_size=2)
+    calls = {"base": 0, "adapted": 0}
+    route, routed = model.route_questions, model._routed_forward
+
+    def counting_route(*a, **k):
+        calls["base"] += 1
+        return route(*a, **k)
+
+    def counting_forward(*a, **k):
+        calls["adapted"] += 1
+        return routed(*a, **k)
+
+    monkeypatch.setattr(model, "route_questions", counting_route)
+    monkeypatch.setattr(model, "_routed_forward", counting_forward)
+    torch.manual_seed(1)
+    for check in range(4):
+        if check == 2:       # the experts move, as phase II moves them between two checks
+            with torch.no_grad():
+                for layer in model.adapter_layers().values():
+                    for b in layer.lora_B[1:]:
+                        b.add_(torch.randn_like(b) * 0.3)
+        before = dict(calls)
+        stop.forgotten(model)
+        used = {k: calls[k] - before[k] for k in calls}
+        reading = evaluate_qa(model, tiny_tokenizer, FORGET, generate=False, progress=False)["probability"]
+        assert stop.last == pytest.approx(reading, rel=1e-5, abs=1e-9)
+        assert used["base"] == (2 if check == 0 else 0)            # two batches of two, once
+        if check in (1, 3):                                        # nothing changed since the last check
+            assert used["adapted"] == 2
+
+
+def test_scoring_pass_gives_the_scoring_forward_logits_from_any_starting_guess(tiny_tokenizer):
+    from alter.data.prompts import collate, encode_qa, pad_id
+    from alter.modeling.scoring_pass import ScoringCache, scoring_pass
+
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    model.eval()
+    encoded = [encode_qa(tiny_tokenizer, e.question, e.answer) for e in FORGET]
+    batch = collate(encoded, pad_id(tiny_tokenizer))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    lengths = torch.tensor([e.prompt_length for e in encoded])
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, prompt_lengths=lengths).logits
+    logits, cache = scoring_pass(model, ids, mask, lengths)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    torch.manual_seed(2)
+    for guess in (torch.zeros(ids.shape), torch.full(ids.shape, float("inf")), torch.rand(ids.shape) * 2 * model.theta):
+        again, _ = scoring_pass(model, ids, mask, lengths, ScoringCache(cache.base_entropy, cache.router_logits, guess))
+        assert torch.allclose(again, expected, atol=1e-5)
+    with model.disable_adapters(), pytest.raises(ValueError, match="adapters"):
+        scoring_pass(model, ids, mask, lengths)

@@ -122,6 +122,9 @@ def test_alter_unlearns_passages_end_to_end(tiny_tokenizer):
     assert model.theta is not None and trainer.report.entropy_summary["answer_tokens"] > 0
     router = model.question_router
     assert router.fitted and all(b.numel() > 0 for b in router.banks)              # passages filled both banks
+    assert router.evidence_share == 0.1                      # passages: a tenth of a unit's tokens must match
+    cal = router.calibration
+    assert cal["threshold"] >= cal["midpoint"]                # at least the retain passages' 95th percentile
     assert "phase2" in trainer.report.phases
     # a continuation prompt is routed by all of it: a forget passage's first half goes to the forget expert
     ids = tiny_tokenizer(split_window(ARTICLES[0])[0])["input_ids"]

@@ -128,3 +128,56 @@ def test_anchor_rows_train_the_forget_expert_towards_leaving_retain_answers_alon
     plan = tr._phase_plans()["phase2"]
     assert all(any(tr.items[i].domain_id == 0 for i in step) for step in plan)     # every step has an anchor row
     assert any(r.get("struct") for r in tr.report.log)
+
+
+def test_a_share_of_the_unit_sets_how_many_token_evidences_score_a_long_unit():
+    from alter.modeling.question_router import top_mean, top_mean_rows
+
+    inf = float("inf")
+    ev = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],        # a passage: two matching tokens of 8
+                       [1.0, 1.0, 0.0, -inf, -inf, -inf, -inf, -inf]])    # a question: the same two of 3
+    fixed = QuestionRouter(2, 4, layer=0, evidence_tokens=2)
+    shared = QuestionRouter(2, 4, layer=0, evidence_tokens=2, evidence_share=0.5)
+    assert fixed.aggregate(ev).tolist() == [1.0, 1.0]
+    assert shared.aggregate(ev).tolist() == [0.5, 1.0]           # m = max(2, ceil(0.5 * 8)) = 4; max(2, 2) = 2
+    for m in (1, 2, 3, 8):
+        assert torch.allclose(top_mean_rows(ev, torch.full((2,), m)), top_mean(ev, m))
+    saved = shared.metadata()
+    fresh = QuestionRouter(2, 4, layer=0)
+    fresh.load_metadata(saved)
+    assert fresh.evidence_share == 0.5 and fresh.evidence_tokens == 2
+    with pytest.raises(ValueError, match="evidence_share"):
+        QuestionRouter(2, 4, layer=0, evidence_share=1.5)
+    with pytest.raises(ValueError, match="router_evidence_share"):
+        alter.AlterConfig(router_evidence_share=1.5)
+
+
+def test_the_evidence_share_is_chosen_from_the_kind_of_forget_set():
+    from alter.train.router_bank import PASSAGE_EVIDENCE_SHARE, evidence_share
+
+    questions = [QAExample("Where does zorblat live?", "In Qwex.", domain="forget")]
+    passages = [QAExample("", "Zorblat lives in Qwex, a city of bridges.", domain="forget")]
+    auto = alter.AlterConfig()
+    assert auto.router_evidence_share < 0
+    assert evidence_share(auto, questions) == 0.0
+    assert evidence_share(auto, passages) == PASSAGE_EVIDENCE_SHARE == 0.1
+    assert evidence_share(auto, passages + questions) == 0.0          # any question: the questions' rule
+    assert evidence_share(alter.AlterConfig(router_evidence_share=0.3), questions) == 0.3
+
+
+def test_the_threshold_is_at_least_the_retain_prompts_leave_one_out_quantile():
+    g = torch.Generator().manual_seed(3)
+    feats = [torch.randn(5, 16, generator=g) for _ in range(40)]        # held-out forget looks like retain
+    doms = [1] * 10 + [0] * 30
+    plain = QuestionRouter(2, 16, layer=0)
+    cal0 = plain.fit(feats, doms)
+    assert cal0["threshold"] == cal0["midpoint"]
+    floored = QuestionRouter(2, 16, layer=0)
+    cal = floored.fit(feats, doms, retain_quantile=0.95)
+    retain_loo = floored.loo_scores[torch.tensor(doms) == 0, 0]
+    expected = float(torch.quantile(retain_loo.double(), 0.95))
+    assert cal["midpoint"] == cal0["midpoint"]
+    assert expected > cal0["midpoint"]                         # here the floor decides
+    assert cal["threshold"] == pytest.approx(expected)
+    assert cal["loo_retain_specificity"] == pytest.approx(float((retain_loo <= expected).float().mean()))
+    assert cal["loo_retain_specificity"] > cal0["loo_retain_specificity"]

@@ -88,7 +88,8 @@ class AlterModel(BaseModelAccess, nn.Module):
                 raise ValueError("router='question' needs model.config.hidden_size; use router='token' for this model")
             self.question_router = QuestionRouter(len(config.domains), int(hidden),
                                                   resolve_layer(model, config.router_layer),
-                                                  evidence_tokens=config.router_evidence_tokens)
+                                                  evidence_tokens=config.router_evidence_tokens,
+                                                  evidence_share=max(0.0, config.router_evidence_share))
 
     # ------------------------------------------------------------------ delegation
     def __getattr__(self, name: str):
@@ -400,7 +401,7 @@ class AlterModel(BaseModelAccess, nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 
     def _answer_entropy(self, input_ids, attention_mask, prompt_lengths, base_entropy, router_logits, *,
-                        need_output: bool, **kwargs):
+                        need_output: bool, start: Optional[torch.Tensor] = None, **kwargs):
         """``(entropy [B, T], output or None)``: the entropies ``generate`` gives the tokens after each prompt.
 
         In generation (``entropy_source="adapted"``) token t > P is routed by S_q of the adapted model's
@@ -410,7 +411,10 @@ class AlterModel(BaseModelAccess, nn.Module):
         The tokens up to the first change are exact after each pass (causality), so the iteration ends
         within ``answer length + 1`` passes (usually 2) and its fixed point is generation's routing.
         With ``need_output`` the last pass's output is returned (its gates are the fixed point's).
-        When every expert the rows can use is zero, the entropies change nothing: no extra pass."""
+        When every expert the rows can use is zero, the entropies change nothing: no extra pass.
+        ``start`` (``[B, T]``, e.g. the fixed point of the same rows under slightly older adapters) is where
+        the iteration begins on the answer tokens instead of the base entropies: the fixed point is unique
+        (each pass makes one more token exact whatever the guess), so only the number of passes changes."""
         from alter.modeling.routed_generation import is_inert
 
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
@@ -418,7 +422,7 @@ class AlterModel(BaseModelAccess, nn.Module):
         if not bool(after_prompt.any()) or (router_logits is not None and is_inert(self, router_logits)):
             return base_entropy, None
         theta = self.state.theta
-        current = base_entropy
+        current = base_entropy if start is None else torch.where(after_prompt, start.to(base_entropy), base_entropy)
         limit = int(after_prompt.sum(dim=1).max()) + 1
         for _ in range(limit):
             with torch.no_grad():

@@ -15,14 +15,19 @@ expert mixed into a retain answer destroys it. This router decides by the questi
   bank_retain)``. Tokens every prompt shares (chat template, question words) match both banks
   alike and give ~0; a token that only the forget prompts have (the author's name, and the
   tokens after it, which carry it) gives a clear positive value. The question's score ``s_k`` is
-  the mean of its ``evidence_tokens`` largest ``e_k(t)`` (3 by default; 1: the maximum).
+  the mean of its ``m`` largest ``e_k(t)``, ``m = max(evidence_tokens, ceil(evidence_share * n))`` for a
+  unit of ``n`` tokens (``evidence_tokens`` 3 by default; 1 with no share: the maximum). The share keeps a
+  long unit (a passage) from passing on the handful of tokens any text of its kind shares with the bank
+  (a name in the news); the trainer sets it to 0.1 for a forget set of passages and 0 for questions
+  (docs/method.md §4, "Passages").
 - Tokens: those of the routing unit (:mod:`alter.modeling.routing_unit`: the prompt's last user turn, read
   alone when ``isolated``); a turn that refers back takes the earlier turn's decision
   (:meth:`QuestionRouter.unit_logits`).
 - Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
   retain expert otherwise. ``threshold`` is calibrated on the training prompts themselves,
   leave-one-out (each prompt scored against banks without its own tokens), as the midpoint that
-  best separates forget from retain prompts; the leave-one-out accuracy is reported.
+  best separates forget from retain prompts, and at least a quantile of the retain prompts' scores
+  (``retain_quantile`` of :meth:`QuestionRouter.fit`); the leave-one-out accuracy is reported.
 - Router logits for the entropy-dispatched gates (:func:`alter_kernels.route`):
   ``u = [0, z_1, ..., z_K]`` with ``z_k = (s_k - threshold) / spread`` for the chosen expert
   and a large negative value for every expert not chosen, so a retain question never mixes in
@@ -73,11 +78,14 @@ class QuestionRouter(nn.Module):
     """Token-feature banks per domain, a calibrated threshold, and the per-question decision."""
 
     def __init__(self, num_domains: int, dim: int, layer: int, threshold: float = 0.0, spread: float = 1.0,
-                 evidence_tokens: int = 1):
+                 evidence_tokens: int = 1, evidence_share: float = 0.0):
         super().__init__()
         if int(evidence_tokens) != evidence_tokens or evidence_tokens < 1:
             raise ValueError(f"evidence_tokens must be a positive integer, got {evidence_tokens}")
         self.evidence_tokens = int(evidence_tokens)
+        if not 0.0 <= float(evidence_share) <= 1.0:
+            raise ValueError(f"evidence_share must be in [0, 1], got {evidence_share}")
+        self.evidence_share = float(evidence_share)
         if num_domains < 1:
             raise ValueError(f"num_domains must be >= 1, got {num_domains}")
         self.layer = int(layer)
@@ -147,7 +155,8 @@ class QuestionRouter(nn.Module):
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
                 "calibration": self.calibration, "turn_marker": self.turn_marker,
-                "evidence_tokens": self.evidence_tokens, "referring_ids": self.referring_ids,
+                "evidence_tokens": self.evidence_tokens, "evidence_share": self.evidence_share,
+                "referring_ids": self.referring_ids,
                 "isolated": self.isolated}
 
     def load_metadata(self, saved: dict) -> None:
@@ -156,6 +165,7 @@ class QuestionRouter(nn.Module):
         self.spread = float(saved["spread"])
         self.calibration = saved.get("calibration", {})
         self.evidence_tokens = int(saved.get("evidence_tokens", 1))   # adapters before it: the maximum
+        self.evidence_share = float(saved.get("evidence_share", 0.0))  # adapters before it: a fixed count
         marker = saved.get("turn_marker")          # adapters saved before turn routing: the whole prompt
         self.turn_marker = [int(i) for i in marker] if marker else None
         self.isolated = bool(saved.get("isolated", False))
@@ -176,12 +186,21 @@ class QuestionRouter(nn.Module):
         return torch.stack(out) if out else torch.zeros(0, B, T, device=dev)
 
     def scores(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``[B, K]``: per forget domain, the mean of the ``evidence_tokens`` largest per-token evidences
-        ``e_k(t)`` over the masked tokens (``evidence_tokens=1``: the largest)."""
+        """``[B, K]``: per forget domain, the mean of the ``m`` largest per-token evidences ``e_k(t)`` over the
+        masked tokens (:meth:`aggregate`)."""
         ev = self._evidence(features, token_mask)
         if ev.shape[0] == 0:
             return torch.zeros(features.shape[0], 0, device=ev.device)
-        return torch.stack([top_mean(e, self.evidence_tokens) for e in ev], dim=1)
+        return torch.stack([self.aggregate(e) for e in ev], dim=1)
+
+    def aggregate(self, evidence: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the mean of each row's ``m`` largest evidences ``[B, T]`` (``-inf`` outside the unit), with
+        ``m = max(evidence_tokens, ceil(evidence_share * n))`` for a row of ``n`` unit tokens."""
+        if self.evidence_share <= 0:
+            return top_mean(evidence, self.evidence_tokens)
+        n = torch.isfinite(evidence).sum(dim=1)
+        m = torch.ceil(self.evidence_share * n.double()).long().clamp(min=self.evidence_tokens)
+        return top_mean_rows(evidence, m)
 
     def logits_from_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """``[B, 1+K]`` router logits: 0 for retain, ``z_k`` for the chosen forget expert, EXCLUDED else."""
@@ -227,8 +246,7 @@ class QuestionRouter(nn.Module):
         """``[B]``: the unit names no subject of its own (not routed to a forget expert, no retain author
         named) and holds a referring word."""
         ev = self._evidence(features, unit)                                   # [K, B, T]
-        retain_side = top_mean((-ev.amax(dim=0)).masked_fill(~unit.to(ev.device), float("-inf")),
-                               self.evidence_tokens)
+        retain_side = self.aggregate((-ev.amax(dim=0)).masked_fill(~unit.to(ev.device), float("-inf")))
         refers = (torch.isin(input_ids, refs) & unit).any(dim=1)
         unrouted = ~self.routed_to_forget(logits)
         return refers.to(ev.device) & unrouted.to(ev.device) & ~(retain_side > self.threshold) & unit.any(dim=1).to(ev.device)
@@ -250,12 +268,16 @@ class QuestionRouter(nn.Module):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, features: Sequence[torch.Tensor], domains: Sequence[int], max_bank: int = 50000,
-            seed: int = 0) -> dict:
+            seed: int = 0, retain_quantile: float = 0.0) -> dict:
         """Build the banks from per-prompt token features ``[T_i, d]`` and calibrate the threshold.
 
         Returns the calibration: leave-one-out scores of every prompt, the threshold, the
         leave-one-out accuracy on forget and on retain prompts. ``max_bank`` caps each bank
-        (rows drawn at random, seeded).
+        (rows drawn at random, seeded). ``retain_quantile`` > 0 puts a floor under the threshold: that
+        quantile of the retain prompts' leave-one-out scores, what unseen text of the retain side's kind
+        scores. Where held-out forget prompts resemble the forget set (TOFU: the author's name) the midpoint
+        is already above it; where they do not (passages of unrelated news) the midpoint falls among
+        the retain scores and the floor decides (docs/method.md §4, "Passages").
         """
         if len(features) != len(domains):
             raise ValueError(f"{len(features)} feature sets for {len(domains)} domain labels")
@@ -287,15 +309,22 @@ class QuestionRouter(nn.Module):
                 sims[:, owners[k] == i] = float("-inf")
                 best.append(sims.amax(dim=1).clamp(min=-1.0) if sims.shape[1] else torch.full((feats.shape[0],), -1.0))
             for k in range(1, K):
-                loo[i, k - 1] = top_mean((best[k] - best[0])[None], self.evidence_tokens)[0]
+                loo[i, k - 1] = self.aggregate((best[k] - best[0])[None])[0]
         domains_t = torch.as_tensor(list(domains))
         own = torch.where(domains_t > 0, loo.gather(1, (domains_t.clamp(min=1) - 1).unsqueeze(1)).squeeze(1),
                           loo.max(dim=1).values if K > 1 else torch.zeros(len(features)))
         forget_s, retain_s = own[domains_t > 0], own[domains_t == 0]
         self.threshold, acc_f, acc_r = _best_threshold(forget_s, retain_s)
+        midpoint = self.threshold
+        if retain_quantile > 0 and retain_s.numel():
+            floor = float(torch.quantile(retain_s.double(), float(retain_quantile)))
+            if floor > self.threshold:
+                self.threshold = floor
+                acc_f = float((forget_s > floor).float().mean())
+                acc_r = float((retain_s <= floor).float().mean())
         above = forget_s[forget_s > self.threshold]
         self.spread = float((above.median() - self.threshold).clamp(min=1e-3)) if above.numel() else 1.0
-        self.calibration = {"threshold": self.threshold, "spread": self.spread,
+        self.calibration = {"threshold": self.threshold, "spread": self.spread, "midpoint": midpoint,
                             "loo_forget_recall": acc_f, "loo_retain_specificity": acc_r,
                             "forget_prompts": int(forget_s.numel()), "retain_prompts": int(retain_s.numel()),
                             "bank_rows": [int(b.shape[0]) for b in self.banks]}
@@ -321,7 +350,7 @@ class QuestionRouter(nn.Module):
             sims = feats @ bank.T
             sims[:, owner == i] = float("-inf")
             own = sims.amax(dim=1).clamp(min=-1.0) if sims.shape[1] else torch.full((feats.shape[0],), -1.0)
-            scores.append(top_mean((own - _best_match(feats, retain))[None], self.evidence_tokens)[0])
+            scores.append(self.aggregate((own - _best_match(feats, retain))[None])[0])
         return torch.stack(scores)
 
     def strength(self, scores: torch.Tensor, low: float = 0.5, high: float = 3.0) -> torch.Tensor:
@@ -349,6 +378,17 @@ def top_mean(evidence: torch.Tensor, m: int) -> torch.Tensor:
     finite = torch.isfinite(top)
     total = torch.where(finite, top, torch.zeros_like(top)).sum(dim=1)
     count = finite.sum(dim=1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("-inf")))
+
+
+def top_mean_rows(evidence: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``[B]``: :func:`top_mean` with a count per row, ``m`` ``[B]`` (each at least 1)."""
+    values = evidence.sort(dim=1, descending=True).values
+    finite = torch.isfinite(values)
+    total = torch.where(finite, values, torch.zeros_like(values)).cumsum(dim=1)
+    count = finite.cumsum(dim=1)
+    at = (m.to(values.device).clamp(min=1, max=values.shape[1]) - 1)[:, None]
+    total, count = total.gather(1, at).squeeze(1), count.gather(1, at).squeeze(1)
     return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("-inf")))
 
 

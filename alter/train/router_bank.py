@@ -1,7 +1,8 @@
 """What the question router's banks are built from, before phase II (docs/method.md §3, §4).
 
 - :func:`configure_units`: a fresh router learns from the tokenizer what its unit is (the chat's last
-  user turn, its header's ids), which words refer back, and that it reads each unit alone;
+  user turn, its header's ids), which words refer back, and that it reads each unit alone; from the forget
+  set how many of a unit's tokens must match (:func:`evidence_share`);
 - :func:`router_only_rows`: the rows whose only use is the bank (the retain rows when nothing trains
   on them), which then get no full base pass;
 - :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
@@ -20,10 +21,25 @@ from alter.data.prompts import EncodedExample, collate
 from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
 
-def configure_units(router, tokenizer, config: AlterConfig) -> None:
+PASSAGE_EVIDENCE_SHARE = 0.1     # router_evidence_share when the forget set is passages (docs/method.md §4, Passages)
+
+
+def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = ()) -> None:
+    """``forget``: the forget examples, whose kind (passages or questions) sets the automatic evidence share."""
     router.turn_marker = user_turn_marker(tokenizer) if config.route_unit == "turn" else None
     router.referring_ids = referring_token_ids(tokenizer) if router.turn_marker and config.route_follow_ups else None
     router.isolated = router.turn_marker is not None
+    router.evidence_share = evidence_share(config, forget)
+
+
+def evidence_share(config: AlterConfig, forget: Sequence) -> float:
+    """``config.router_evidence_share``, or when negative: :data:`PASSAGE_EVIDENCE_SHARE` for a forget set of
+    passages (every example without a question: text is recognised by how much of it matches), 0 for
+    questions (a question is recognised by a name, a few tokens). Measured in docs/method.md §4, "Passages"."""
+    if config.router_evidence_share >= 0:
+        return float(config.router_evidence_share)
+    passages = bool(forget) and all(not getattr(e, "question", None) for e in forget)
+    return PASSAGE_EVIDENCE_SHARE if passages else 0.0
 
 
 def router_only_rows(config: AlterConfig, model, items: Sequence) -> set:

@@ -206,7 +206,7 @@ class AlterTrainer:
         router = model.question_router
         fit_router = router is not None and not router.fitted
         if fit_router and not router.calibration:     # a fresh router: its unit is the chat's last user turn
-            configure_units(router, self.tokenizer, self.config)
+            configure_units(router, self.tokenizer, self.config, self.forget)
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
@@ -254,7 +254,7 @@ class AlterTrainer:
                 self._fill_new_bank(k, [i for i, d in zip(order, domains) if d == k], features)
             return
         cal = router.fit([features[i] for i in order], domains, max_bank=self.config.router_bank_size,
-                         seed=self.config.seed)
+                         seed=self.config.seed, retain_quantile=self.config.router_retain_quantile)
         for i, z in zip(order, router.loo_strength(domains).tolist()):
             self.items[i].route_strength = float(z)
         self.router_calibration = cal
