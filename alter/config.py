@@ -84,6 +84,9 @@ class AlterConfig:
                               "the structural KL against the base model's top-k tokens plus one bucket for the "
                               "rest, computed once per example (no base pass per phase II step); 0: the exact KL "
                               "against a base pass at every step")
+    lambda_complement: float = _f(0.0, "weight of a KL at the hinge positions between the starting model's "
+                                  "distribution without the forgotten token and the model's (where the pushed-down "
+                                  "mass goes; an option, off by default; docs/method.md section 4)")
     lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
     margin: float = _f(3.0,
                        "hinge margin: push the true token this far below the runner-up, then stop (the spec: 1; "
@@ -201,7 +204,7 @@ class AlterConfig:
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "anchor_per_forget", "weight_decay", "max_grad_norm",
-                     "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route"):
+                     "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route", "lambda_complement"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         if not self.stop_forget_probability < 1:

@@ -11,6 +11,8 @@ the token by). Only answer tokens (labels != -100) count.
                  + lambda_s * KL(p_base || p_model)(the positions of struct_tokens; by default every
                    position with a real next token the hinge does not push; top-k form by default)
                  + lambda_g * router CE (added by the layers, see AlterLinear)
+                 + lambda_c * KL(p_base || p_model), both without the hinge's token (an option, off by default;
+                   alter/train/complement_loss.py)
 
 Every term is a mean over its own positions, computed over all ``B * T`` positions of the batch
 with a 0/1 weight per position: no boolean-mask indexing, no ``nonzero`` and no tensor-to-Python
@@ -87,14 +89,17 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
                   lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
                   lambda_route: float = 0.0, attention_mask: Optional[torch.Tensor] = None,
                   struct_tokens: str = "all", content: Optional[torch.Tensor] = None,
-                  kl_targets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+                  kl_targets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                  lambda_complement: float = 0.0) -> Dict[str, torch.Tensor]:
     """The phase II terms; ``struct_tokens="all"`` (needs ``attention_mask``) puts the structural KL on
     every high-entropy position with a real next token, prompt included, not only answer positions.
 
     The KL's base side is ``base_logits [B, T, V]`` (the exact KL) or ``kl_targets``, the base's
     top-k targets ``([B, T, k] ids, [B, T, k+1] log p)`` kept per example (the top-k KL of
     :mod:`alter.train.kl_targets`, the default; docs/method.md §4). ``labels`` must lie in
-    ``[0, V)`` or be -100 (the trainer checks every example once, before training)."""
+    ``[0, V)`` or be -100 (the trainer checks every example once, before training). ``lambda_complement``
+    (an option, off by default) adds :func:`alter.train.complement_loss.complement_kl` at the hinge positions;
+    it needs ``kl_targets`` and indexes the hinge positions (one host sync per step)."""
     B, T, V = logits.shape
     z = logits.reshape(B * T, V)
     dev = z.device
@@ -122,6 +127,14 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
         kl = (log_p_base.exp() * (log_p_base - log_p_model)).sum(-1)
         parts["struct"] = masked_mean(kl, kl_sel)
         total = total + lambda_struct * parts["struct"]
+    if lambda_complement:
+        if kl_ids is None:
+            raise ValueError("lambda_complement needs the kept top-k targets (struct_kl_top_k > 0, lambda_struct > 0 "
+                             "and token_entropy)")
+        from alter.train.complement_loss import complement_kl
+        at = hinge_sel.nonzero().squeeze(1)
+        parts["complement"] = complement_kl(z[at], lb[at], kl_ids[at], kl_log_p[at])
+        total = total + lambda_complement * parts["complement"]
     if lambda_route and route_loss is not None:
         parts["route"] = route_loss
         total = total + lambda_route * route_loss

@@ -86,6 +86,9 @@ class AlterTrainer:
                 raise ValueError("config is required unless model is an already wrapped AlterModel")
             config = model.alter_config
         self.config = config.replace() if isinstance(config, AlterConfig) else config   # never mutate the caller's
+        if self.config.lambda_complement and not self._kl_top_k():
+            raise ValueError("lambda_complement needs the kept top-k targets (struct_kl_top_k > 0, lambda_struct > 0 "
+                             "and token_entropy)")
         self.tokenizer = tokenizer
         self.forget = list(forget)
         self.retain = list(retain)
@@ -376,7 +379,7 @@ class AlterTrainer:
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
                              attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content,
-                             kl_targets=kl_targets)
+                             kl_targets=kl_targets, lambda_complement=cfg.lambda_complement)
 
     def _anchor_experts(self, n: int, device) -> torch.Tensor:
         """``[n]`` the forget expert each anchor row of a phase II batch goes through: spread over the forget
