@@ -61,12 +61,14 @@ class AlterConfig:
     router_bank_size: int = _f(50000, "most token features kept per domain bank of the question router")
     router_evidence_tokens: int = _f(3, "question router: a question's score for a forget domain is the mean of its m "
                                      "strongest token evidences (1: the strongest token alone; docs/method.md §3)")
-    router_evidence_share: float = _f(-1.0, "question router: a unit of n tokens scores by its max(router_evidence_tokens, "
-                                      "ceil(share * n)) strongest token evidences, so a passage cannot pass on the few "
-                                      "tokens any text of its kind shares with the bank; negative: 0.1 when the forget "
-                                      "set is passages (no questions), 0 when it is questions (docs/method.md §4, Passages)")
-    router_retain_quantile: float = _f(0.95, "question router: the threshold is at least this quantile of the retain "
-                                       "prompts' leave-one-out scores (0: the midpoint alone; docs/method.md §4, Passages)")
+    router_evidence_share: float = _f(-1.0, "question router: a unit of n tokens scores by its "
+                                      "max(router_evidence_tokens, ceil(share * n)) strongest token evidences, so a "
+                                      "passage cannot pass on the few tokens any text of its kind shares with the "
+                                      "bank; negative: 0.1 when the forget set is passages (no questions), 0 when it "
+                                      "is questions (docs/method.md §4, Passages)")
+    router_retain_quantile: float = _f(0.95, "question router: the threshold is at least this quantile of the "
+                                       "retain prompts' leave-one-out scores (0: the midpoint alone; docs/method.md "
+                                       "§4, Passages)")
     route_follow_ups: bool = _f(True, "with route_unit='turn': a last turn that names no one and refers back ('What "
                                 "else did this author write?') takes the decision of the turn before it (docs/method.md §3)")
     route_unit: str = _f("turn", "what the question router reads: 'turn' (the prompt's last user turn, found from the "

@@ -10,10 +10,11 @@ forgotten token: what the model would have said had it not known that token.
 
 over the starting model's kept top-k tokens other than the label ``y`` and one bucket for the rest of the
 vocabulary (the top-k targets of :mod:`alter.train.kl_targets`), each side renormalised without ``y``.
-A label outside the kept top-k (rare for a low-entropy token) cannot be taken out of the starting model's rest
-bucket, which keeps its mass there. Both sides are computed in log space (``log(1 - p(y))`` as a log-sum-exp over every other token), so a
-memorised token at probability ~1 gives no cancellation. Shapes: logits ``[N, V]`` of the N hinge positions,
-labels ``[N]``, target ids ``[N, k]`` (int), target log-probabilities ``[N, k+1]`` (the last: the rest).
+A label outside the kept top-k (rare for a low-entropy token) cannot be taken out of the starting model's
+rest bucket, which keeps its mass there. Both sides are computed in log space (``log(1 - p(y))`` as a
+log-sum-exp over every other token), so a memorised token at probability ~1 gives no cancellation.
+Shapes: logits ``[N, V]`` of the N hinge positions, labels ``[N]``, target ids ``[N, k]`` (int), target
+log-probabilities ``[N, k+1]`` (the last: the rest).
 """
 
 from __future__ import annotations
