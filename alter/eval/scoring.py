@@ -15,7 +15,7 @@ an answer is scored with the routing ``generate`` would give it (docs/method.md 
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -43,8 +43,13 @@ def encode_pairs(tokenizer, prompts: Sequence[str], answers: Sequence[str], *, s
 
 
 def score_encoded(model, encoded: Sequence[EncodedExample], *, pad_token_id: int, batch_size: int = 8,
-                  return_tokens: bool = False, progress: bool = True, desc: str = "log-likelihoods") -> Dict[str, list]:
+                  return_tokens: bool = False, progress: bool = True, desc: str = "log-likelihoods",
+                  forward: Optional[Callable] = None) -> Dict[str, list]:
     """Teacher-forced per-token log-probabilities of the labelled tokens of each encoded sequence.
+
+    ``forward(b, input_ids, attention_mask, prompt_lengths)`` (optional) gives the logits of batch number
+    ``b`` instead of the model's forward; the batches are the same on every call with the same ``encoded``
+    and ``batch_size`` (the phase II stop check keeps per-batch state this way).
 
     Returns per item: ``sum_nll`` (sum of -log p over the labelled tokens), ``mean_nll`` (that
     sum over ``num_tokens``; ``None`` when there are no labelled tokens) and ``num_tokens``. With
@@ -61,12 +66,13 @@ def score_encoded(model, encoded: Sequence[EncodedExample], *, pad_token_id: int
     device = model_device(model)
     groups = batches(order, batch_size) if n else []
     with eval_mode(model):
-        for idx in tqdm(groups, desc=desc, disable=not progress, leave=False):
+        for b, idx in enumerate(tqdm(groups, desc=desc, disable=not progress, leave=False)):
             batch = collate([encoded[i] for i in idx], pad_token_id)
             ids = batch["input_ids"].to(device)
             mask = batch["attention_mask"].to(device)
             lengths = [encoded[i].prompt_length or len(encoded[i].input_ids) for i in idx]
-            logits = logits_of(forward_with_prompt(model, ids, mask, lengths))
+            logits = logits_of(forward_with_prompt(model, ids, mask, lengths) if forward is None
+                               else forward(b, ids, mask, lengths))
             targets = batch["labels"][:, 1:].to(logits.device)
             valid = targets != IGNORE_INDEX
             sel = logits[:, :-1][valid].float()  # [N, V]: only the labelled positions

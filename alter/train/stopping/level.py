@@ -35,8 +35,7 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
-from alter.data.prompts import IGNORE_INDEX
-from alter.eval._common import eval_mode, field
+from alter.eval._common import field
 from alter.eval.scoring import encode_pairs, score_encoded
 
 
@@ -95,9 +94,11 @@ def _truncate(e, max_length: Optional[int]):
     return type(e)(e.input_ids[:max_length], e.labels[:max_length], e.prompt_length)
 
 
-def mean_probability(model, encoded, pad_token_id: int, batch_size: int) -> float:
-    """Mean over items of ``exp(-mean NLL)`` of the answer tokens, scored as generation would (eval mode)."""
-    scores = score_encoded(model, encoded, pad_token_id=pad_token_id, batch_size=batch_size, progress=False)
+def mean_probability(model, encoded, pad_token_id: int, batch_size: int, forward=None) -> float:
+    """Mean over items of ``exp(-mean NLL)`` of the answer tokens, scored as generation would (eval mode;
+    ``forward``: :func:`alter.eval.scoring.score_encoded`'s)."""
+    scores = score_encoded(model, encoded, pad_token_id=pad_token_id, batch_size=batch_size, progress=False,
+                           forward=forward)
     values = [math.exp(-v) for v in scores["mean_nll"] if v is not None]
     return sum(values) / len(values) if values else 0.0
 
@@ -127,8 +128,7 @@ class ForgetLevelStop:
         self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
         self.level = level
         self.last: Optional[float] = None
-        self._batches: Optional[List[List[int]]] = None     # the check's fixed batches and their scoring caches
-        self._caches: list = []
+        self._caches: dict = {}          # the check's scoring cache per batch (alter/modeling/scoring_pass.py)
 
     def calibrate(self, model) -> float:
         """The level from the starting model (adapters off): once, before phase II's first update."""
@@ -146,35 +146,19 @@ class ForgetLevelStop:
         return self.last <= self.calibrate(model)
 
     def _reading(self, model) -> float:
-        """:func:`mean_probability` of the sample's true answers, from :func:`alter.modeling.scoring_pass.
-        scoring_pass` on fixed batches: each batch's base pass is kept from the first check and its routing
-        fixed point starts from the previous check's (the same numbers, fewer passes)."""
+        """:func:`mean_probability` of the sample's true answers, each batch from :func:`alter.modeling.
+        scoring_pass.scoring_pass`: its base pass is kept from the first check and its routing fixed point
+        starts from the previous check's (the same numbers, fewer passes)."""
         if not getattr(model, "accepts_prompt_lengths", False):
             return mean_probability(model, self.true, self.pad, self.batch_size)
-        from alter.data.prompts import collate
         from alter.modeling.scoring_pass import scoring_pass
 
-        if self._batches is None:
-            order = sorted(range(len(self.true)), key=lambda i: -len(self.true[i].input_ids))
-            self._batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-            self._caches = [None] * len(self._batches)
-        values: List[Optional[float]] = [None] * len(self.true)
-        with eval_mode(model):
-            for b, idx in enumerate(self._batches):
-                batch = collate([self.true[i] for i in idx], self.pad)
-                ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
-                lengths = torch.tensor([self.true[i].prompt_length or len(self.true[i].input_ids) for i in idx],
-                                       device=model.device)
-                logits, self._caches[b] = scoring_pass(model, ids, mask, lengths, self._caches[b])
-                targets = batch["labels"][:, 1:].to(logits.device)
-                valid = targets != IGNORE_INDEX
-                sel = logits[:, :-1][valid].float()            # only the labelled positions' [N, V]
-                lp = torch.log_softmax(sel, dim=-1).gather(1, targets[valid][:, None]).squeeze(1).cpu()
-                for i, row_lp in zip(idx, torch.split(lp, valid.sum(dim=1).tolist())):
-                    if row_lp.numel():
-                        values[i] = math.exp(-float(-row_lp.double().sum()) / row_lp.numel())
-        kept = [v for v in values if v is not None]
-        return sum(kept) / len(kept) if kept else 0.0
+        def forward(b, ids, mask, lengths):
+            logits, self._caches[b] = scoring_pass(model, ids, mask, torch.as_tensor(lengths, device=ids.device),
+                                                   self._caches.get(b))
+            return logits
+
+        return mean_probability(model, self.true, self.pad, self.batch_size, forward=forward)
 
     def state(self) -> dict:
         return {"level": self.level}
