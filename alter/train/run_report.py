@@ -23,13 +23,6 @@ class TrainReport:
                 "entropy_summary": self.entropy_summary}
 
 
-def _peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    import resource
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak allocated CUDA memory on a GPU; the process's peak resident memory on CPU."""
     if device.type == "cuda":
