@@ -142,6 +142,8 @@ class AlterConfig:
                                  "off (docs/method.md section 4)")
     stop_probability_steps: int = _f(4, "steps the forget-probability stop averages over")
     stop_check_every: int = _f(5, "steps between two checks of the level and answer-overlap stops")
+    stop_check_every_passages: int = _f(1, "steps between two checks of the level stop on a forget set of passages "
+                                           "with reference texts (a check is one forward per batch)")
     stop_check_questions: int = _f(32, "forget questions the level and answer-overlap checks read (a fixed sample)")
     batch_size: int = _f(4, "examples per optimisation step")
     lr_phase1: float = _f(2e-4, "learning rate of phase I")
@@ -199,7 +201,8 @@ class AlterConfig:
         for name in ("phase2_min_steps", "stop_window_steps"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
-        for name in ("stop_check_every", "stop_check_questions", "stop_probability_steps"):
+        for name in ("stop_check_every", "stop_check_every_passages", "stop_check_questions",
+                     "stop_probability_steps"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) <= 0:
                 bad(name, "must be a positive integer")
         for name in ("top_k", "struct_kl_top_k"):

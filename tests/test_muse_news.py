@@ -93,17 +93,38 @@ def test_level_stop_on_passages(tiny_tokenizer):
         assert true.input_ids[p:] != mis.input_ids[p:]                            # another passage's second half
 
 
-def test_level_from_reference_texts(tiny_tokenizer):
-    """Given unseen text of the same kind, the level comes from its continuations, not other forget passages'."""
+def test_with_reference_texts_the_stop_reads_min_k_of_whole_passages_as_privleak_scores_them(tiny_tokenizer):
+    """Given unseen text of the same kind, the check reads the membership attack's statistic: Min-K% of each
+    passage scored whole, exactly as the MUSE benchmark's PrivLeak scores it, against the reference texts'
+    under the starting model (alter/train/stopping/level.py)."""
+    import math
+
+    from alter.experiments.compare.muse import min_k_scores
+
     forget = _passages(ARTICLES, "news")
-    stop = ForgetLevelStop(tiny_tokenizer, forget, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
-                           reference=HOLDOUT)
+    stop = ForgetLevelStop(tiny_tokenizer, forget, n=2, scale=0.5, every=5, min_step=1, seed=0, system_prompt=None,
+                           reference=HOLDOUT, every_passages=1)
+    assert stop.passages and stop.every == 1                        # a passage check runs every step
+    assert len(stop.true) == min(4, len(ARTICLES)) and len(stop.mismatched) == len(HOLDOUT)   # up to 2n passages
+    assert all(e.prompt_length == 0 and IGNORE_INDEX not in e.labels for e in stop.true + stop.mismatched)
     texts = {tiny_tokenizer.decode(e.input_ids, skip_special_tokens=True) for e in stop.mismatched}
-    assert len(stop.mismatched) == len(HOLDOUT) and texts == {" ".join(split_window(h)) for h in HOLDOUT}
-    assert all(0 < e.prompt_length < len(e.input_ids) for e in stop.mismatched)
-    with pytest.raises(ValueError, match="at least 2 words"):
+    assert texts == set(HOLDOUT)
+    with pytest.raises(ValueError, match="all empty"):
         ForgetLevelStop(tiny_tokenizer, forget, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
-                        reference=["one"])
+                        reference=["   "])
+    torch.manual_seed(0)
+    model = alter.wrap(make_tiny_llama(len(tiny_tokenizer)), alter.AlterConfig(forget_domains=["news"]), theta=1.0)
+    for layer in model.adapter_layers().values():                   # an adapter that changes the output
+        for b in layer.lora_B:
+            torch.nn.init.normal_(b, std=0.5)
+    with model.disable_adapters():
+        ref = min_k_scores(model, tiny_tokenizer, HOLDOUT, batch_size=3)
+    assert stop.calibrate(model) == pytest.approx(0.5 * math.exp(-sum(ref) / len(ref)), rel=1e-5)
+    picked = [tiny_tokenizer.decode(e.input_ids, skip_special_tokens=True) for e in stop.true]
+    now = min_k_scores(model, tiny_tokenizer, picked, batch_size=3)
+    reading = math.exp(-sum(now) / len(now))
+    assert stop.forgotten(model) == (reading <= stop.level)
+    assert stop.last == pytest.approx(reading, rel=1e-5)
     torch.manual_seed(0)
     cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=1, stop_check_every=1, max_length=128)
     trainer = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, cfg, forget,

@@ -26,7 +26,7 @@ REQUEST_OVERRIDES = (
     "gradient_checkpointing", "margin", "lambda_forget", "lambda_retain", "lambda_struct", "struct_kl_top_k",
     "hinge_tokens", "struct_tokens", "anchor_per_forget", "stop_level_scale", "stop_forget_probability",
     "stop_when_forgotten", "stop_window_steps", "stop_answer_overlap", "stop_probability_steps",
-    "stop_check_every", "stop_check_questions", "router_bank_size", "max_length", "system_prompt",
+    "stop_check_every", "stop_check_every_passages", "stop_check_questions", "router_bank_size", "max_length", "system_prompt",
 )
 
 REQUEST_HELP = ("With --adapter only these hyperparameters apply, to the new request's training alone: "

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a checkpoint every N optimisation steps (always at the end of each phase)")
     p.add_argument("--stop-reference", metavar="PATH|NAME", default=None, help="a forget set of passages (raw "
                    "text): text of the same kind the model never saw (same forms as --forget); the forget-level "
-                   "stop calibrates on its continuations instead of other forget passages' (docs/method.md §4)")
+                   "stop then ends phase II once the forget passages' Min-K%% is that text's under the starting "
+                   "model, checked every step (docs/method.md §4, Passages)")
     p.add_argument("--forget-limit", type=int, default=None, metavar="N", help="use the first N forget examples")
     p.add_argument("--retain-limit", type=int, default=None, metavar="N", help="use the first N retain examples")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")

@@ -66,7 +66,8 @@ class EarlyStop:
                                     min_step=max(1, config.phase2_min_steps), seed=config.seed,
                                     system_prompt=config.system_prompt, max_length=config.max_length,
                                     batch_size=config.batch_size,   # a training batch's memory, not more
-                                    level=(state.get("level") or {}).get("level"), reference=reference)
+                                    level=(state.get("level") or {}).get("level"), reference=reference,
+                                    every_passages=config.stop_check_every_passages)
         if window is None and answers is None and probability is None and level is None:
             return None
         return cls(config, window, answers, probability, level)

@@ -18,13 +18,27 @@ Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model
 true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
 score_encoded`), and phase II ends once their mean probability is at most the level.
 
-Passages (raw text, no question: MUSE-style forget sets) have no answer: each sampled passage is cut at
-its middle word, the first half is the prompt and the second half the answer (the way a continuation is
-generated and VerbMem scores it), and the mismatched answer is another passage's second half. That level
-is lenient: a model that memorised the passages continues another memorised passage too once a few of its
-words are in context (MUSE-News, report fold: the taught model gives mismatched second halves 0.090, a model
-never taught the articles gives the true ones 0.012). Given ``reference`` texts (text of the same kind the
-model never saw, e.g. other articles), the level comes from their continuations instead (0.017 there).
+Passages (raw text, no question: MUSE-style forget sets) have no answer. Given ``reference`` texts (text
+of the same kind the model never saw, e.g. other articles), the check reads what a membership attack
+reads: the Min-K% statistic (k = 0.4: the mean log-probability of the 40% least likely tokens) of each
+passage scored whole, as plain language modelling is scored (the router decides from the whole text):
+
+    reading = exp(-mean_i MinK_i)       over up to 2n trained passages, the current model
+    level   = stop_level_scale * exp(-mean_j MinK_j)   over the reference texts, the starting model
+
+and phase II ends once ``reading <= level``: the forget passages are no more likely, in the attack's own
+statistic, than unseen text of their kind was before unlearning. The mean is taken in log space (nats) so
+that a few very predictable reference texts do not set the level. A passage check is one adapted forward
+per batch (the base pass is kept), so it runs every ``stop_check_every_passages`` steps (1 by default):
+on memorised news the forget passages' Min-K% moves by up to 0.6 nats in 5 steps, which is 40 points
+of MUSE's PrivLeak (docs/method.md section 4, "Passages").
+
+Without reference texts each sampled passage is cut at its middle word, the first half is the prompt and the
+second half the answer (the way a continuation is generated and VerbMem scores it), and the level is the
+starting model's probability of another passage's second half. That level is lenient: a model that memorised
+the passages continues another memorised passage too once a few of its words are in context (MUSE-News,
+report fold: the taught model gives mismatched second halves 0.090, a model never taught the articles gives
+the true ones 0.012).
 """
 
 from __future__ import annotations
@@ -37,6 +51,8 @@ import torch
 
 from alter.eval._common import field
 from alter.eval.scoring import encode_pairs, score_encoded
+
+MIN_K = 0.4          # MUSE's and open-unlearning's Min-K% share (alter/eval/metrics/mia.py)
 
 
 def mismatched_partners(domains: Sequence[Optional[str]], seed: int) -> List[int]:
@@ -74,17 +90,24 @@ def passage_pairs(tokenizer, examples: Sequence[Any], pick: Sequence[int], partn
     return true, mismatched
 
 
-def reference_pairs(tokenizer, texts: Sequence[str], n: int, seed: int, max_length: Optional[int] = None):
-    """Up to ``n`` reference texts (seeded sample), each cut at its middle word: first half the prompt, second
-    half the answer, encoded as :func:`passage_pairs` encodes a passage."""
-    from alter.data.chunking import split_window
-    from alter.data.prompts import encode_continuation
-
-    usable = [t for t in texts if len(str(t).split()) >= 2]
+def whole_passages(tokenizer, texts: Sequence[str], max_length: Optional[int] = None):
+    """Each text encoded as plain language modelling (no prompt, every token labelled, no EOS), as
+    :func:`alter.experiments.compare.muse.min_k_scores` scores a window for MUSE's PrivLeak."""
+    usable = [str(t) for t in texts if str(t).strip()]
     if not usable:
-        raise ValueError("the forget-level stop's reference texts need at least 2 words each")
-    pick = sorted(random.Random(seed).sample(range(len(usable)), min(int(n), len(usable))))
-    return [_truncate(encode_continuation(tokenizer, *split_window(str(usable[i]))), max_length) for i in pick]
+        raise ValueError("the forget-level stop's passages are all empty")
+    return encode_pairs(tokenizer, [""] * len(usable), usable, include_eos=False, max_length=max_length)
+
+
+def mean_min_k(model, encoded, pad_token_id: int, batch_size: int, k: float = MIN_K, forward=None) -> float:
+    """``exp(-mean_i MinK_i)``: the Min-K% statistic of each item (its k share of least likely tokens, scored as
+    generation would), averaged in nats over the items and turned back into a probability."""
+    from alter.eval.metrics.mia import min_k_score
+
+    scores = score_encoded(model, encoded, pad_token_id=pad_token_id, batch_size=batch_size, return_tokens=True,
+                           progress=False, forward=forward)
+    values = [min_k_score(lp, k=k) for lp in scores["token_logprobs"] if lp]
+    return math.exp(-sum(values) / len(values)) if values else 0.0
 
 
 def _truncate(e, max_length: Optional[int]):
@@ -108,21 +131,29 @@ class ForgetLevelStop:
 
     def __init__(self, tokenizer, examples: Sequence[Any], *, n: int, scale: float, every: int, min_step: int,
                  seed: int, system_prompt: Optional[str], max_length: Optional[int] = None, batch_size: int = 16,
-                 level: Optional[float] = None, reference: Optional[Sequence[str]] = None):
+                 level: Optional[float] = None, reference: Optional[Sequence[str]] = None,
+                 every_passages: int = 1):
         if len(examples) < 2:
             raise ValueError("the forget-level stop needs at least 2 forget examples")
         partners = mismatched_partners([field(e, "domain") for e in examples], seed)
-        pick = sorted(random.Random(seed).sample(range(len(examples)), min(int(n), len(examples))))
-        if all(not field(examples[i], "question") for i in pick):
-            self.true, self.mismatched = passage_pairs(tokenizer, examples, pick, partners, max_length)
-            if reference:         # unseen text of the same kind: its continuations set the level
-                self.mismatched = reference_pairs(tokenizer, reference, n, seed, max_length)
+        rng = random.Random(seed)
+        self.passages = all(not field(e, "question") for e in examples) and bool(reference)
+        if self.passages:         # MUSE-style passages with unseen text of their kind: the attack's statistic
+            pick = sorted(rng.sample(range(len(examples)), min(2 * int(n), len(examples))))
+            self.true = whole_passages(tokenizer, [str(field(examples[i], "answer")) for i in pick], max_length)
+            self.mismatched = whole_passages(tokenizer, list(reference), max_length)
+            every = every_passages
         else:
-            questions = [str(field(examples[i], "question")) for i in pick]
-            kw = dict(system_prompt=system_prompt, max_length=max_length)
-            self.true = encode_pairs(tokenizer, questions, [str(field(examples[i], "answer")) for i in pick], **kw)
-            self.mismatched = encode_pairs(tokenizer, questions,
-                                           [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
+            pick = sorted(rng.sample(range(len(examples)), min(int(n), len(examples))))
+            if all(not field(examples[i], "question") for i in pick):
+                self.true, self.mismatched = passage_pairs(tokenizer, examples, pick, partners, max_length)
+            else:
+                questions = [str(field(examples[i], "question")) for i in pick]
+                kw = dict(system_prompt=system_prompt, max_length=max_length)
+                self.true = encode_pairs(tokenizer, questions, [str(field(examples[i], "answer")) for i in pick],
+                                         **kw)
+                self.mismatched = encode_pairs(tokenizer, questions,
+                                               [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad, self.batch_size = int(pad), int(batch_size)
         self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
@@ -134,7 +165,8 @@ class ForgetLevelStop:
         """The level from the starting model (adapters off): once, before phase II's first update."""
         if self.level is None:
             with model.disable_adapters():
-                self.level = self.scale * mean_probability(model, self.mismatched, self.pad, self.batch_size)
+                read = mean_min_k if self.passages else mean_probability
+                self.level = self.scale * read(model, self.mismatched, self.pad, self.batch_size)
         return self.level
 
     def due(self, step: int) -> bool:
@@ -146,11 +178,12 @@ class ForgetLevelStop:
         return self.last <= self.calibrate(model)
 
     def _reading(self, model) -> float:
-        """:func:`mean_probability` of the sample's true answers, each batch from :func:`alter.modeling.
-        scoring_pass.scoring_pass`: its base pass is kept from the first check and its routing fixed point
-        starts from the previous check's (the same numbers, fewer passes)."""
+        """:func:`mean_probability` of the sample's true answers (passages: :func:`mean_min_k`), each batch from
+        :func:`alter.modeling.scoring_pass.scoring_pass`: its base pass is kept from the first check and its
+        routing fixed point starts from the previous check's (the same numbers, fewer passes)."""
+        read = mean_min_k if self.passages else mean_probability
         if not getattr(model, "accepts_prompt_lengths", False):
-            return mean_probability(model, self.true, self.pad, self.batch_size)
+            return read(model, self.true, self.pad, self.batch_size)
         from alter.modeling.scoring_pass import scoring_pass
 
         def forward(b, ids, mask, lengths):
@@ -158,7 +191,7 @@ class ForgetLevelStop:
                                                    self._caches.get(b))
             return logits
 
-        return mean_probability(model, self.true, self.pad, self.batch_size, forward=forward)
+        return read(model, self.true, self.pad, self.batch_size, forward=forward)
 
     def state(self) -> dict:
         return {"level": self.level}
