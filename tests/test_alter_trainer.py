@@ -169,6 +169,8 @@ def test_theta_rules_and_bad_input(tiny_tokenizer):
             alter.AlterConfig(stop_window_steps=bad)
     with pytest.raises(ValueError, match="stop_check_every.*positive integer"):
         alter.AlterConfig(stop_check_every=0)
+    with pytest.raises(ValueError, match="stop_check_every_passages.*positive integer"):
+        alter.AlterConfig(stop_check_every_passages=0)
     with pytest.raises(ValueError, match="stop_answer_overlap.*< 1"):
         alter.AlterConfig(stop_answer_overlap=1.0)
 
