@@ -151,8 +151,13 @@ class AlterConfig:
     lr_router: float = _f(1e-2, "learning rate of the routers (linear probes on detached features)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping norm (0 disables)")
-    gradient_checkpointing: bool = _f(False, "recompute each block's activations during backward (less memory, "
-                                      "more time); the routing plan of each forward survives the recompute")
+    gradient_checkpointing: bool = _f(True, "recompute each block's activations during backward (less memory, "
+                                      "more time: TOFU 2.61 -> 1.77 GiB peak for a tenth more time, docs/method.md "
+                                      "section 4 Cost); the routing plan of each forward survives the recompute; "
+                                      "a model without checkpointing support trains without it (a warning)")
+    fused_lm_head: bool = _f(True, "for a model whose logits are a plain linear head: the training losses apply "
+                             "the head themselves, chunk by chunk, so the [B, T, V] logits and their gradient are "
+                             "never held whole (less memory, one more head matmul per step; same values)")
     retain_per_forget: float = _f(1.0, "phase II retain examples per forget example in each step (the forget/retain "
                                   "pairing of open-unlearning's trainers; 0: forget examples only)")
     anchor_per_forget: float = _f(0.0, "question router: retain examples per forget example in each phase II step, "

@@ -1,6 +1,7 @@
 """Phase II's fused model-side loss (alter/train/fused_loss.py) against the autograd composition of the same
 terms (hinge + retain CE + top-k KL, each a masked mean over every position): forward + backward, time and
-peak memory, as ratios measured in-process.
+peak memory, as ratios measured in-process; and the same loss with the LM head applied inside it, chunk by
+chunk (``fused_lm_head``), against the head's matmul followed by the loss on the whole logits.
 
 Shape: 8 rows x 130 positions, SmolLM2's vocabulary (49152); on CUDA also Llama 3's (128256). fp32 logits,
 half the rows forget rows (hinge on their answer positions), half retain (CE on theirs), the KL on every
@@ -63,3 +64,38 @@ def test_fused_phase2_loss(benchmark, compare, record_ratio, V):
             label=f"fused phase II loss fwd+bwd vs autograd terms [{ROWS}x{POSITIONS}, {V}]")
     record_ratio(f"fused phase II loss vs autograd terms, peak memory [{V}]", peak_memory(fused, DEVICE) / 2 ** 20,
                  peak_memory(composed, DEVICE) / 2 ** 20, "MiB")
+
+
+HIDDEN = 576      # SmolLM2-135M's width
+
+
+def _head_batch(V):
+    z, labels, hinge_w, retain_w, kl_w, ids, log_p = _batch(V)
+    g = torch.Generator(device=DEVICE).manual_seed(1)
+    h = torch.randn(z.shape[0], HIDDEN, generator=g, device=DEVICE)
+    w = torch.randn(V, HIDDEN, generator=g, device=DEVICE) / HIDDEN ** 0.5
+    return h, w, labels, hinge_w, retain_w, kl_w, ids, log_p
+
+
+def _through_head(h, w, labels, hinge_w, retain_w, kl_w, ids, log_p, *, fused_head: bool):
+    hg = h.clone().requires_grad_(True)
+    kw = dict(margin=1.0, lambda_forget=1.0, lambda_retain=1.0, lambda_struct=1.0)
+    if fused_head:
+        out = phase2_model_loss(None, labels, hinge_w, retain_w, kl_w, ids, log_p, hidden=hg, head_weight=w, **kw)
+    else:
+        out = phase2_model_loss(hg @ w.T, labels, hinge_w, retain_w, kl_w, ids, log_p, **kw)
+    out["loss"].backward()
+    return hg.grad
+
+
+@pytest.mark.parametrize("V", VOCABS)
+def test_fused_head_phase2_loss(benchmark, compare, record_ratio, V):
+    """The LM head inside the loss (``fused_lm_head``: logits chunk by chunk, never whole) against the head's
+    matmul followed by the fused loss on the whole logits; frozen head, gradient to the hidden states."""
+    inputs = _head_batch(V)
+    inside = synchronized(lambda: _through_head(*inputs, fused_head=True), DEVICE)
+    outside = synchronized(lambda: _through_head(*inputs, fused_head=False), DEVICE)
+    compare(benchmark, inside, outside, rounds=5,
+            label=f"phase II loss with the head inside vs head then loss [{ROWS}x{POSITIONS}, {HIDDEN}->{V}]")
+    record_ratio(f"phase II loss with the head inside vs head then loss, peak memory [{V}]",
+                 peak_memory(inside, DEVICE) / 2 ** 20, peak_memory(outside, DEVICE) / 2 ** 20, "MiB")

@@ -104,3 +104,53 @@ def test_without_kl_targets_the_struct_term_is_left_out():
     assert "struct" not in out
     expected = F.cross_entropy(z[retain_w], labels[retain_w])
     torch.testing.assert_close(out["retain"], expected)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 100])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_head_form_equals_the_logits_form_in_values_and_every_gradient(monkeypatch, chunk_rows, with_bias):
+    """Phase2LinearLoss(h, W, b) == Phase2Loss(h W^T + b): the logits are computed chunk by chunk, twice,
+    and never held whole; the gradient reaches h, and W / b only when they ask for one."""
+    monkeypatch.setattr(fused_loss, "LINEAR_CHUNK_BYTES", 4 * V * chunk_rows)
+    _, labels, hinge_w, retain_w, kl_w, ids, log_p = _case(2)
+    torch.manual_seed(3)
+    N, d = labels.shape[0], 8
+    h = torch.randn(N, d, dtype=torch.float64)
+    w = torch.randn(V, d, dtype=torch.float64)
+    b = torch.randn(V, dtype=torch.float64) if with_bias else None
+    kwargs = dict(margin=1.0, lambda_forget=1.0, lambda_retain=0.8, lambda_struct=1.3)
+
+    hl, wl = h.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    bl = b.clone().requires_grad_(True) if with_bias else None
+    out = phase2_model_loss(None, labels, hinge_w, retain_w, kl_w, ids, log_p.double(), hidden=hl, head_weight=wl,
+                            head_bias=bl, **kwargs)
+    (1.7 * out["loss"]).backward()
+
+    hr, wr = h.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    br = b.clone().requires_grad_(True) if with_bias else None
+    ref = phase2_model_loss(F.linear(hr, wr, br), labels, hinge_w, retain_w, kl_w, ids, log_p.double(), **kwargs)
+    (1.7 * ref["loss"]).backward()
+
+    for key in ("loss", "forget", "retain", "struct", "nll"):
+        torch.testing.assert_close(out[key].double(), ref[key].double(), rtol=1e-6, atol=1e-6)
+    assert int(out["forget_violating"]) == int(ref["forget_violating"])
+    torch.testing.assert_close(hl.grad, hr.grad, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(wl.grad, wr.grad, rtol=1e-6, atol=1e-8)
+    if with_bias:
+        torch.testing.assert_close(bl.grad, br.grad, rtol=1e-6, atol=1e-8)
+
+
+def test_linear_head_form_leaves_a_frozen_head_without_gradient_and_checks_shapes():
+    _, labels, hinge_w, retain_w, kl_w, ids, log_p = _case()
+    h = torch.randn(labels.shape[0], 8, requires_grad=True)
+    w = torch.randn(V, 8)                                       # frozen, as ALTER's LM head
+    out = phase2_model_loss(None, labels, hinge_w, retain_w, kl_w, ids, log_p, hidden=h, head_weight=w,
+                            margin=1.0, lambda_forget=1.0, lambda_retain=1.0, lambda_struct=1.0)
+    out["loss"].backward()
+    assert h.grad is not None and torch.isfinite(h.grad).all() and w.grad is None
+    with pytest.raises(ValueError, match="agree on d"):
+        phase2_model_loss(None, labels, hinge_w, retain_w, kl_w, ids, log_p, hidden=h, head_weight=w[:, :5],
+                          margin=1.0, lambda_forget=1.0, lambda_retain=1.0, lambda_struct=1.0)
+    with pytest.raises(ValueError, match="not both"):
+        phase2_model_loss(h @ w.T, labels, hinge_w, retain_w, kl_w, ids, log_p, hidden=h, head_weight=w,
+                          margin=1.0, lambda_forget=1.0, lambda_retain=1.0, lambda_struct=1.0)

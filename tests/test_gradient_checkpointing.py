@@ -103,3 +103,30 @@ def test_trainer_with_gradient_checkpointing_learns_the_same_adapter():
         torch.testing.assert_close(adapters[1][key], value, rtol=1e-4, atol=1e-6, msg=key)
         moved += int(value.abs().sum() > 0 and "lora_B" in key)
     assert moved > 0
+
+
+def test_on_by_default_and_a_model_without_support_trains_without_it(caplog):
+    from torch import nn
+
+    from alter.train.activation_checkpointing import activation_checkpointing
+
+    assert alter.AlterConfig().gradient_checkpointing          # the default (docs/method.md section 4, Cost)
+    plain = nn.Linear(2, 2)
+    with caplog.at_level("WARNING", logger="alter.train.activation_checkpointing"):
+        with activation_checkpointing(plain, True):
+            plain(torch.ones(1, 2)).sum().backward()
+    assert "does not support it" in caplog.text and plain.weight.grad is not None
+
+
+def test_checkpointing_the_user_switched_on_stays_on_after_training():
+    from alter.train.activation_checkpointing import activation_checkpointing
+
+    base = make_tiny_llama(64)
+    _enable(base)
+    with activation_checkpointing(base, True):
+        assert _is_checkpointing(base)
+    assert _is_checkpointing(base)                            # not switched off behind the user's back
+    fresh = make_tiny_llama(64)
+    with activation_checkpointing(fresh, True):
+        assert _is_checkpointing(fresh)
+    assert not _is_checkpointing(fresh)                       # ours: switched off again

@@ -127,6 +127,10 @@ class UnlearningMethod(Method):
              reference: Optional[Reference]) -> Dict[str, torch.Tensor]:
         """``{"loss": scalar to minimise, other scalar parts (detached) to log}`` for one step."""
 
+    def finalize(self, model: nn.Module, reference: Optional[Reference]) -> None:
+        """Called once after the last step, before the model is frozen and saved (task-vector negation
+        rewrites the weights here); nothing by default."""
+
 
 @dataclasses.dataclass
 class SupervisedMethod(Method):

@@ -30,6 +30,7 @@ from alter.baselines.npo_kl import NPOKL
 from alter.baselines.retain import RetainOnly
 from alter.baselines.rl import RandomLabels
 from alter.baselines.rmu import RMU
+from alter.baselines.task_vector import TaskVector
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ REGISTRY: Dict[str, MethodInfo] = {m.name: m for m in (
     _class_entry(RandomLabels, "fine-tune the forget questions on random answers"),
     _class_entry(RMU, "steer a middle layer's activations on forget text to a random direction"),
     _class_entry(LoRAGradDiff, "GradDiff through a single LoRA adapter"),
+    _class_entry(TaskVector, "learn the forget set further, then subtract that change (task-vector negation)"),
     _class_entry(FineTune, "the model before unlearning (taught forget + retain)"),
     _class_entry(RetainOnly, "taught the retain set only (what a perfect unlearner matches)"),
     MethodInfo("asymlora", "alter", "ALTER without token entropy (its ablation: top-1 routing for every token)",

@@ -181,7 +181,9 @@ class UnlearningRun:
         return self.finish()
 
     def finish(self) -> UnlearningResult:
-        """Freeze and save the model; build the report (the reference is released)."""
+        """Finalize (the method's last change), freeze and save the model; build the report (the reference
+        is released)."""
+        self.method.finalize(self.model, self.reference)
         self.model.eval()
         set_all_trainable(self.model, False)
         self.reference = None

@@ -140,6 +140,16 @@ class AlterModel(BaseModelAccess, nn.Module):
             yield
 
     # ------------------------------------------------------------------ entropy
+    def _backbone(self) -> Optional[nn.Module]:
+        """The transformers backbone under the LM head (``model.model`` for Llama), or None."""
+        backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        return backbone if isinstance(backbone, nn.Module) and backbone is not self.model else None
+
+    def plain_lm_head(self) -> Optional[nn.Linear]:
+        """The LM head when the logits are exactly ``head(last hidden state)`` and the backbone can be run
+        without it, else None (see :meth:`_plain_lm_head`)."""
+        return self._plain_lm_head() if self._backbone() is not None else None
+
     def _plain_lm_head(self) -> Optional[nn.Linear]:
         """The LM head when the model's logits are exactly ``head(final hidden state)`` (an allow-list
         of architectures, see :data:`PLAIN_HEAD_MODEL_TYPES`), else None: then the entropy comes
@@ -168,8 +178,8 @@ class AlterModel(BaseModelAccess, nn.Module):
         With a plain LM head only the backbone runs (hidden states, no ``[B, T, V]`` logits); with any
         other head the whole model runs and returns its logits."""
         head = self._plain_lm_head()
-        backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
-        if head is not None and isinstance(backbone, nn.Module) and backbone is not self.model:
+        backbone = self._backbone()
+        if head is not None and backbone is not None:
             kwargs = {"use_cache": use_cache}
             if attention_mask is not None:
                 kwargs["position_ids"] = positions_from_mask(attention_mask)
@@ -345,10 +355,15 @@ class AlterModel(BaseModelAccess, nn.Module):
     def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, *, entropy: Optional[torch.Tensor] = None,
                 domain: Optional[torch.Tensor] = None, router_logits: Optional[torch.Tensor] = None,
-                prompt_lengths: Optional[torch.Tensor] = None, **kwargs):
+                prompt_lengths: Optional[torch.Tensor] = None, hidden_only: bool = False, **kwargs):
         """Like the base model's forward; ``entropy`` ``[B, T]``, ``domain`` (``[B]`` expert indices,
         teacher-forced training) and ``router_logits`` (``[B, E]``, question routing) are optional:
         without them one base pass computes the entropy and the question router's decision.
+
+        ``hidden_only=True`` (with ``entropy`` and ``domain`` or ``router_logits`` given, as the trainer
+        gives them) runs the backbone alone and returns its output, the final hidden states
+        (``last_hidden_state`` ``[B, T, d]``), without the LM head: for a model whose logits are a plain
+        linear head (:meth:`plain_lm_head`), whose loss then computes the logits chunk by chunk.
 
         Scoring = generating (docs/method.md §3): ``prompt_lengths`` ``[B]`` (real prompt tokens per row),
         or else ``labels`` (the tokens before a row's first label, -100 being the ignore index), say
@@ -358,6 +373,14 @@ class AlterModel(BaseModelAccess, nn.Module):
         log-probabilities ``generate`` gave its tokens. Without either, the whole input is the prompt."""
         if input_ids is None:
             raise ValueError("AlterModel.forward needs input_ids (inputs_embeds cannot be routed by token entropy)")
+        if hidden_only:
+            if entropy is None or (domain is None and router_logits is None) or labels is not None:
+                raise ValueError("hidden_only=True needs entropy and domain or router_logits, and no labels")
+            if self.plain_lm_head() is None:
+                raise ValueError(f"hidden_only=True needs a plain linear LM head; {type(self.model).__name__} "
+                                 "has another (use the logits)")
+            return self._routed_forward(input_ids, attention_mask, None, entropy, domain, router_logits,
+                                        hidden_only=True, **kwargs)
         if prompt_lengths is None and labels is not None and domain is None:
             prompt_lengths = prompt_lengths_from_labels(labels, attention_mask)
         needs_route = (self.question_router is not None and self.question_router.fitted and router_logits is None
@@ -389,7 +412,8 @@ class AlterModel(BaseModelAccess, nn.Module):
                 return out
         return self._routed_forward(input_ids, attention_mask, labels, entropy, domain, router_logits, **kwargs)
 
-    def _routed_forward(self, input_ids, attention_mask, labels, entropy, domain, router_logits, **kwargs):
+    def _routed_forward(self, input_ids, attention_mask, labels, entropy, domain, router_logits, *,
+                        hidden_only: bool = False, **kwargs):
         if self._generation is None:
             # The routing plan of this forward stays in place after it returns (until the next
             # forward replaces it): activation checkpointing recomputes the layers during backward,
@@ -398,6 +422,8 @@ class AlterModel(BaseModelAccess, nn.Module):
             self.state.domain = domain
             self.state.router_logits = router_logits
             self.state.token_mask = attention_mask.bool() if attention_mask is not None else None
+        if hidden_only:
+            return self._backbone()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 
     def _answer_entropy(self, input_ids, attention_mask, prompt_lengths, base_entropy, router_logits, *,

@@ -21,11 +21,16 @@ are read in place (``[B * T, V]`` is a view; ``logits[:, :-1]`` would be a copy)
 positions are all absent is 0. The hinge, the retain CE and the top-k KL are one function with a
 closed-form backward (:mod:`alter.train.fused_loss`), which also gives each position's NLL for
 the stop on the forget answers' probability.
+
+Both phases take either the logits ``[B, T, V]`` or, as the trainer gives them for a model whose logits
+are a plain linear head, a :class:`HeadInput` (the final hidden states ``[B, T, d]`` and the head):
+then the logits are computed chunk by chunk inside the loss and never held whole
+(:class:`alter.train.fused_loss.Phase2LinearLoss`; docs/method.md §4, "Cost").
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,26 @@ import torch.nn.functional as F
 from alter.data.prompts import IGNORE_INDEX
 from alter.modeling.entropy import is_high
 from alter.train.fused_loss import phase2_model_loss
+
+
+class HeadInput(NamedTuple):
+    """The final hidden states ``[B, T, d]`` and the plain LM head ``weight [V, d]`` / ``bias [V]`` (or None)
+    whose product would be the logits: what the losses take instead of the logits to never hold them."""
+    hidden: torch.Tensor
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor] = None
+
+
+Outputs = Union[torch.Tensor, HeadInput]
+
+
+def _flat(outputs: Outputs):
+    """``(B, T, V, logits [B*T, V] or None, hidden [B*T, d] or None)``."""
+    if isinstance(outputs, HeadInput):
+        B, T, d = outputs.hidden.shape
+        return B, T, outputs.weight.shape[0], None, outputs.hidden.reshape(B * T, d)
+    B, T, V = outputs.shape
+    return B, T, V, outputs.reshape(B * T, V), None
 
 
 def next_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -73,18 +98,25 @@ def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.where(weight, values, torch.zeros_like(values)).sum() / w.sum().clamp_min(1)
 
 
-def phase1_loss(logits, labels, position_entropy, theta: float) -> Dict[str, torch.Tensor]:
-    B, T, V = logits.shape
-    z = logits.reshape(B * T, V)
-    lb = next_labels(labels).to(z.device)
-    sel = (lb != IGNORE_INDEX) & is_high(position_entropy.reshape(-1).to(z.device), theta)
-    target = torch.where(sel, lb, torch.full_like(lb, IGNORE_INDEX))
+def phase1_loss(logits: Outputs, labels, position_entropy, theta: float) -> Dict[str, torch.Tensor]:
+    """Mean CE over the high-entropy answer tokens; ``logits`` may be a :class:`HeadInput`."""
+    B, T, V, z, hidden = _flat(logits)
+    dev = (z if z is not None else hidden).device
+    lb = next_labels(labels).to(dev)
+    sel = (lb != IGNORE_INDEX) & is_high(position_entropy.reshape(-1).to(dev), theta)
     count = sel.sum()
-    ce = F.cross_entropy(z.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / count.clamp_min(1)
+    if hidden is not None:                  # the same mean CE, as the fused loss's retain term over ``sel``
+        none = torch.zeros_like(sel)
+        ce = phase2_model_loss(None, lb, none, sel, none, None, None, margin=0.0, lambda_forget=0.0,
+                               lambda_retain=1.0, lambda_struct=0.0, hidden=hidden, head_weight=logits.weight,
+                               head_bias=logits.bias)["loss"]
+    else:
+        target = torch.where(sel, lb, torch.full_like(lb, IGNORE_INDEX))
+        ce = F.cross_entropy(z.float(), target, ignore_index=IGNORE_INDEX, reduction="sum") / count.clamp_min(1)
     return {"loss": ce, "ce_high": ce.detach(), "tokens": count}
 
 
-def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_entropy, theta: float,
+def phase2_losses(logits: Outputs, base_logits: Optional[torch.Tensor], labels, position_entropy, theta: float,
                   is_forget_row: torch.Tensor, *, margin: float, lambda_forget: float, lambda_retain: float,
                   lambda_struct: float, route_loss: Optional[torch.Tensor] = None,
                   lambda_route: float = 0.0, attention_mask: Optional[torch.Tensor] = None,
@@ -99,10 +131,13 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     :mod:`alter.train.kl_targets`, the default; docs/method.md §4). ``labels`` must lie in
     ``[0, V)`` or be -100 (the trainer checks every example once, before training). ``lambda_complement``
     (an option, off by default) adds :func:`alter.train.complement_loss.complement_kl` at the hinge positions;
-    it needs ``kl_targets`` and indexes the hinge positions (one host sync per step)."""
-    B, T, V = logits.shape
-    z = logits.reshape(B * T, V)
-    dev = z.device
+    it needs ``kl_targets`` and indexes the hinge positions (one host sync per step). ``logits`` may be a
+    :class:`HeadInput`, except with the exact KL or ``lambda_complement``, which read the whole logits."""
+    B, T, V, z, hidden = _flat(logits)
+    if hidden is not None and ((lambda_struct and kl_targets is None) or lambda_complement):
+        raise ValueError("the exact structural KL (no kl_targets) and lambda_complement need the whole logits, "
+                         "not a HeadInput")
+    dev = (z if z is not None else hidden).device
     lb = next_labels(labels).to(dev)
     answer = lb != IGNORE_INDEX
     use_mask = attention_mask is not None and struct_tokens in ("all", "non_hinge")
@@ -117,8 +152,10 @@ def phase2_losses(logits, base_logits: Optional[torch.Tensor], labels, position_
     kl_ids = kl_log_p = None
     if lambda_struct and kl_targets is not None:
         kl_ids, kl_log_p = (t.reshape(B * T, t.shape[-1]).to(dev) for t in kl_targets)
+    head = {} if hidden is None else {"hidden": hidden, "head_weight": logits.weight, "head_bias": logits.bias}
     fused = phase2_model_loss(z, lb, hinge_sel, retain_sel, kl_sel, kl_ids, kl_log_p, margin=margin,
-                              lambda_forget=lambda_forget, lambda_retain=lambda_retain, lambda_struct=lambda_struct)
+                              lambda_forget=lambda_forget, lambda_retain=lambda_retain, lambda_struct=lambda_struct,
+                              **head)
     total = fused["loss"]
     parts: Dict[str, torch.Tensor] = {k: fused[k] for k in ("forget", "retain", "struct") if k in fused}
     if lambda_struct and kl_targets is None and base_logits is not None:     # the exact KL (struct_kl_top_k=0)

@@ -48,7 +48,7 @@ from alter.train.stopping import EarlyStop
 from alter.train.router_bank import configure_units, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
-from alter.train.losses import phase1_loss, phase2_losses
+from alter.train.losses import HeadInput, phase1_loss, phase2_losses
 from alter.train.step_values import step_values
 from alter.train.activation_checkpointing import activation_checkpointing
 from alter.train.run_report import TrainReport, peak_memory_bytes
@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 
 
 # config fields that change how a run computes, not what it computes: a resume may change them
-RESULT_NEUTRAL = frozenset({"gradient_checkpointing"})
+RESULT_NEUTRAL = frozenset({"gradient_checkpointing", "fused_lm_head"})
 
 
 class AlterTrainer:
@@ -348,7 +348,8 @@ class AlterTrainer:
         theta = model.theta
         if phase == "phase1":
             # every row on the retain expert: an int, so no layer reads a domain tensor back (no host sync)
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=0).logits
+            logits = self._outputs(train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=0,
+                                               **self._forward_kwargs(fused=True)), fused=True)
             route = model.state.pop_route_loss()
             out = phase1_loss(logits, labels, pos_ent, theta)
             if route is not None:
@@ -359,6 +360,7 @@ class AlterTrainer:
         kl_targets = (batch["kl_ids"], batch["kl_log_p"]) if "kl_ids" in batch else None
         need_base = kl_targets is None and cfg.lambda_struct > 0
         base_logits = model.base_forward(ids, mask).logits if need_base else None
+        fused = not need_base and not cfg.lambda_complement      # these two read the whole logits
         if model.question_router is not None:
             # the gates inference gives a question of this domain (its held-out router strength on the
             # high-entropy mix), not a teacher-forced one-hot: phase II trains what runs at inference
@@ -369,17 +371,34 @@ class AlterTrainer:
             route_to = torch.where(domain == 0, spread, domain)
             strength = torch.where(domain == 0, torch.ones_like(strength), strength)
             u = QuestionRouter.forced_logits(route_to, strength, len(model.domains))
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, router_logits=u).logits
+            out = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, router_logits=u,
+                              **self._forward_kwargs(fused))
             route = None
         else:
-            logits = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain).logits
+            out = train_model(input_ids=ids, attention_mask=mask, entropy=token_ent, domain=domain,
+                              **self._forward_kwargs(fused))
             route = model.state.pop_route_loss()
+        logits = self._outputs(out, fused)
         content = batch["content"].to(device) if cfg.hinge_tokens != "all" else None
         return phase2_losses(logits, base_logits, labels, pos_ent, theta, domain != 0, margin=cfg.margin,
                              lambda_forget=cfg.lambda_forget, lambda_retain=cfg.lambda_retain,
                              lambda_struct=cfg.lambda_struct, route_loss=route, lambda_route=cfg.lambda_route,
                              attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content,
                              kl_targets=kl_targets, lambda_complement=cfg.lambda_complement)
+
+    def _fused_head(self, fused: bool) -> Optional[torch.nn.Linear]:
+        """The LM head the loss applies itself, chunk by chunk (``AlterConfig.fused_lm_head``), or None."""
+        return self.model.plain_lm_head() if fused and self.config.fused_lm_head else None
+
+    def _forward_kwargs(self, fused: bool) -> dict:
+        return {"use_cache": False, "hidden_only": self._fused_head(fused) is not None}
+
+    def _outputs(self, out, fused: bool):
+        """What the losses read: the logits, or the final hidden states with the head (:class:`HeadInput`)."""
+        head = self._fused_head(fused)
+        if head is None:
+            return out.logits
+        return HeadInput(out[0], head.weight, head.bias)
 
     def _anchor_experts(self, n: int, device) -> torch.Tensor:
         """``[n]`` the forget expert each anchor row of a phase II batch goes through: spread over the forget
