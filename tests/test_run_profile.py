@@ -1,5 +1,7 @@
 """The run profiler's bookkeeping (alter/experiments/run_profile.py): parts timed, restored, summarised."""
 
+import pytest
+
 from alter.experiments import run_profile
 from alter.train.stopping.early_stop import EarlyStop
 from alter.train.trainer import AlterTrainer
@@ -11,10 +13,8 @@ def test_timed_parts_records_each_call_and_restores_the_methods():
     spans = []
     with run_profile._timed_parts(spans):
         assert EarlyStop.update is not before["update"]
-        try:
+        with pytest.raises(AttributeError):
             EarlyStop.update(None, 1, {}, None)           # fails inside: still recorded
-        except Exception:
-            pass
     assert [p for p, _, _ in spans] == ["stop_update"]
     for name, fn in before.items():
         owner = EarlyStop if name in ("start", "update") else AlterTrainer

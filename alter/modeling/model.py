@@ -33,18 +33,13 @@ from alter.modeling.blocks import BlockReached, capture_block_output
 from alter.modeling.entropy import check_finite, positions_from_mask, shift_entropy
 from alter.modeling.kv_cache import given_cache, output_cache
 from alter.modeling.layer import AlterLinear
+from alter.modeling.lm_head import PLAIN_HEAD_MODEL_TYPES, backbone_of, plain_lm_head_of  # noqa: F401
 from alter.modeling.persistence import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, FORMAT_VERSION,  # noqa: F401
                                         read_adapter_config)
 from alter.modeling.question_router import QuestionRouter, resolve_layer
 from alter.modeling.routing_state import RoutingState
 from alter.modeling.routing_unit import prompt_lengths_from_labels, prompt_mask, turn_masks
 from alter.modeling.targets import find_target_linears, set_submodule
-
-# architectures whose forward returns exactly lm_head(final hidden state) (no scaling, capping or
-# bias trick after the head); others (Granite's logits_scaling, Cohere's logit_scale, Gemma 2's
-# soft-capping, unknown models) take the entropy from the logits they return
-PLAIN_HEAD_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe",
-                                    "phi3", "olmo", "olmo2", "stablelm", "starcoder2", "gpt_neox"})
 
 
 class AlterModel(BaseModelAccess, nn.Module):
@@ -141,28 +136,15 @@ class AlterModel(BaseModelAccess, nn.Module):
 
     # ------------------------------------------------------------------ entropy
     def _backbone(self) -> Optional[nn.Module]:
-        """The transformers backbone under the LM head (``model.model`` for Llama), or None."""
-        backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
-        return backbone if isinstance(backbone, nn.Module) and backbone is not self.model else None
+        return backbone_of(self.model)
 
     def plain_lm_head(self) -> Optional[nn.Linear]:
-        """The LM head when the logits are exactly ``head(last hidden state)`` and the backbone can be run
-        without it, else None (see :meth:`_plain_lm_head`)."""
+        """The LM head when the logits are exactly ``head(last hidden state)`` and the backbone can run
+        without it, else None (:func:`alter.modeling.lm_head.plain_lm_head_of`)."""
         return self._plain_lm_head() if self._backbone() is not None else None
 
     def _plain_lm_head(self) -> Optional[nn.Linear]:
-        """The LM head when the model's logits are exactly ``head(final hidden state)`` (an allow-list
-        of architectures, see :data:`PLAIN_HEAD_MODEL_TYPES`), else None: then the entropy comes
-        from the logits the model itself returns (full ``[B, T, V]``, always right)."""
-        head = self.model.get_output_embeddings() if hasattr(self.model, "get_output_embeddings") else None
-        cfg = getattr(self.model, "config", None)
-        if not isinstance(head, nn.Linear) or isinstance(head, AlterLinear):
-            return None
-        if getattr(cfg, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
-            return None
-        if any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
-            return None
-        return head
+        return plain_lm_head_of(self.model)
 
     def base_forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """The base model's output (adapters off, no grad), with padding-aware position ids."""

@@ -396,9 +396,7 @@ class AlterTrainer:
     def _outputs(self, out, fused: bool):
         """What the losses read: the logits, or the final hidden states with the head (:class:`HeadInput`)."""
         head = self._fused_head(fused)
-        if head is None:
-            return out.logits
-        return HeadInput(out[0], head.weight, head.bias)
+        return out.logits if head is None else HeadInput(out[0], head.weight, head.bias)
 
     def _anchor_experts(self, n: int, device) -> torch.Tensor:
         """``[n]`` the forget expert each anchor row of a phase II batch goes through: spread over the forget
