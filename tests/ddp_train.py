@@ -11,7 +11,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+# a script's own folder comes first on sys.path, and tests/kernels there would shadow the `kernels` package
+# that transformers imports when it is installed (transformers 5.25 pulls it in): only the repository root
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
 
 import alter  # noqa: E402
 from alter.data.schema import QAExample  # noqa: E402
