@@ -6,8 +6,11 @@ import math
 import pytest
 import torch
 
+import alter
 from alter.data.schema import QAExample
+from alter.eval import score_encoded
 from alter.eval.evaluators import evaluate_qa
+from alter.train.stopping.early_stop import EarlyStop
 from alter.train.stopping.level import ForgetLevelStop, mismatched_partners
 from tests.helpers import make_tiny_llama
 from tests.test_answer_stop import FORGET, _trainer
@@ -74,7 +77,7 @@ def test_the_check_keeps_the_base_pass_and_starts_from_the_last_fixed_point_with
     model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
     assert model.question_router is not None and model.question_router.fitted
     stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
-                           batch_size=2)
+                           batch_size=2, level=1.0)       # a level every reading is under: every check scores all
     calls = {"base": 0, "adapted": 0}
     route, routed = model.route_questions, model._routed_forward
 
@@ -125,3 +128,38 @@ def test_scoring_pass_gives_the_scoring_forward_logits_from_any_starting_guess(t
         assert torch.allclose(again, expected, atol=1e-5)
     with model.disable_adapters(), pytest.raises(ValueError, match="adapters"):
         scoring_pass(model, ids, mask, lengths)
+
+
+def test_a_check_that_cannot_pass_stops_early_with_the_full_checks_decision(tiny_tokenizer, monkeypatch):
+    """Once the answers scored so far, over the whole sample's size, exceed the level, the rest cannot bring
+    the mean down to it: the check fails after fewer batches (the likeliest first from the second check on),
+    logs that lower bound and the share scored, and decides as the full check does."""
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    full = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                           batch_size=1, level=1.0)
+    assert full.forgotten(model) and full.scored == 1.0
+    reading = full.last
+    per_answer = sorted((math.exp(-v) for v in score_encoded(model, full.true, pad_token_id=full.pad,
+                                                              progress=False)["mean_nll"]), reverse=True)
+    assert reading == pytest.approx(sum(per_answer) / 4, rel=1e-6)
+    calls = {"adapted": 0}
+    routed = model._routed_forward
+
+    def counting_forward(*a, **k):
+        calls["adapted"] += 1
+        return routed(*a, **k)
+
+    monkeypatch.setattr(model, "_routed_forward", counting_forward)
+    level = per_answer[0] / 4 * 0.999          # under the reading, and under the likeliest answer alone
+    early = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                            batch_size=1, level=level)
+    assert not early.forgotten(model)                           # the full check's decision: reading > level
+    assert early.last > level and early.last <= reading + 1e-9
+    early.forgotten(model)                                      # the second check starts from the likeliest answer
+    assert early.scored == 0.25 and early.last == pytest.approx(per_answer[0] / 4, rel=1e-6)
+    log = EarlyStop(alter.AlterConfig(), None, None, level=early).log_values()
+    assert log["forget_level_scored"] == 0.25 and log["forget_level_reading"] == early.last
+    # a level the sample can reach is decided on every answer
+    passing = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0,
+                              system_prompt=None, batch_size=1, level=reading * 1.001)
+    assert passing.forgotten(model) and passing.scored == 1.0 and passing.last == pytest.approx(reading, rel=1e-6)

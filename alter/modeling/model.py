@@ -410,37 +410,11 @@ class AlterModel(BaseModelAccess, nn.Module):
 
     def _answer_entropy(self, input_ids, attention_mask, prompt_lengths, base_entropy, router_logits, *,
                         need_output: bool, start: Optional[torch.Tensor] = None, **kwargs):
-        """``(entropy [B, T], output or None)``: the entropies ``generate`` gives the tokens after each prompt.
-
-        In generation (``entropy_source="adapted"``) token t > P is routed by S_q of the adapted model's
-        logits at t-1, which depend on the routing of the tokens before it. Only ``H < theta`` enters
-        the gates, so a fixed point is found by iteration: route the answer tokens by the current
-        entropies, recompute them from the adapted logits, stop when no token changes side of theta.
-        The tokens up to the first change are exact after each pass (causality), so the iteration ends
-        within ``answer length + 1`` passes (usually 2) and its fixed point is generation's routing.
-        With ``need_output`` the last pass's output is returned (its gates are the fixed point's).
-        When every expert the rows can use is zero, the entropies change nothing: no extra pass.
-        ``start`` (``[B, T]``, e.g. the fixed point of the same rows under slightly older adapters) is where
-        the iteration begins on the answer tokens instead of the base entropies: the fixed point is unique
-        (each pass makes one more token exact whatever the guess), so only the number of passes changes."""
-        from alter.modeling.routed_generation import is_inert
-
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        after_prompt = mask.bool() & ~prompt_mask(mask, prompt_lengths)
-        if not bool(after_prompt.any()) or (router_logits is not None and is_inert(self, router_logits)):
-            return base_entropy, None
-        theta = self.state.theta
-        current = base_entropy if start is None else torch.where(after_prompt, start.to(base_entropy), base_entropy)
-        limit = int(after_prompt.sum(dim=1).max()) + 1
-        for _ in range(limit):
-            with torch.no_grad():
-                out = self._routed_forward(input_ids, attention_mask, None, current, None, router_logits, **kwargs)
-            adapted = shift_entropy(alter_kernels.tsallis_entropy(out.logits.detach(), self.alter_config.q), mask)
-            proposed = torch.where(after_prompt, check_finite(adapted, mask, "adapted-model entropy"), base_entropy)
-            if bool(((proposed < theta) == (current < theta))[after_prompt].all()):
-                return current, (out if need_output else None)
-            current = proposed
-        raise RuntimeError("the answer tokens' routing did not settle within answer length + 1 passes (a bug)")
+        """``(entropy [B, T], output or None)``: the entropies ``generate`` gives the tokens after each prompt,
+        found as a fixed point (:func:`alter.modeling.fixed_point.answer_fixed_point`, which documents it)."""
+        from alter.modeling.fixed_point import answer_fixed_point
+        return answer_fixed_point(self, input_ids, attention_mask, prompt_lengths, base_entropy, router_logits,
+                                  need_output=need_output, start=start, **kwargs)
 
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  **kwargs):

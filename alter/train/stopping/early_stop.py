@@ -110,6 +110,7 @@ class EarlyStop:
             values["answer_overlap"] = self.answers.last
         if self.level is not None and self.level.last is not None:
             values["forget_level_reading"], values["forget_level"] = self.level.last, self.level.level
+            values["forget_level_scored"] = self.level.scored
         return values
 
     def state(self) -> Optional[dict]:

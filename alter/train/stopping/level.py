@@ -16,7 +16,12 @@ is scaled down (``stop_level_scale``, chosen on the TOFU tune split, checked on 
 
 Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model scores the sample's
 true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
-score_encoded`), and phase II ends once their mean probability is at most the level.
+score_encoded`), and phase II ends once their mean probability is at most the level. A check that cannot pass stops
+early: the sample is scored one batch at a time, the batches most likely under the last check first, and
+once the probabilities scored so far, summed and divided by the whole sample's size, exceed the level (the
+answers not yet scored can only add to the mean), the check fails without scoring the rest. The decision is
+the full check's; the logged reading (``forget_level_reading``) is then that lower bound and
+``forget_level_scored`` the share of the sample scored (1.0 for a complete check).
 
 Passages (raw text, no question: MUSE-style forget sets) have no answer. Given ``reference`` texts (text
 of the same kind the model never saw, e.g. other articles), the check reads what a membership attack
@@ -50,6 +55,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 
 from alter.eval._common import field
+from alter.data.prompts import IGNORE_INDEX
 from alter.eval.scoring import encode_pairs, score_encoded
 
 MIN_K = 0.4          # MUSE's and open-unlearning's Min-K% share (alter/eval/metrics/mia.py)
@@ -159,7 +165,9 @@ class ForgetLevelStop:
         self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
         self.level = level
         self.last: Optional[float] = None
+        self.scored = 1.0                # the share of the sample the last check scored (early exit: less)
         self._caches: dict = {}          # the check's scoring cache per batch (alter/modeling/scoring_pass.py)
+        self._batch_means: dict = {}     # each batch's mean probability at its last scoring (the order to score)
 
     def calibrate(self, model) -> float:
         """The level from the starting model (adapters off): once, before phase II's first update."""
@@ -182,16 +190,49 @@ class ForgetLevelStop:
         :func:`alter.modeling.scoring_pass.scoring_pass`: its base pass is kept from the first check and its
         routing fixed point starts from the previous check's (the same numbers, fewer passes)."""
         read = mean_min_k if self.passages else mean_probability
+        self.scored = 1.0
         if not getattr(model, "accepts_prompt_lengths", False):
             return read(model, self.true, self.pad, self.batch_size)
         from alter.modeling.scoring_pass import scoring_pass
 
-        def forward(b, ids, mask, lengths):
-            logits, self._caches[b] = scoring_pass(model, ids, mask, torch.as_tensor(lengths, device=ids.device),
-                                                   self._caches.get(b))
-            return logits
+        def forward_of(batch: Optional[int] = None):
+            """score_encoded's ``forward``: batch number ``batch`` of the sample (None: the number it is given)."""
+            def forward(b, ids, mask, lengths):
+                key = b if batch is None else batch
+                logits, self._caches[key] = scoring_pass(model, ids, mask, torch.as_tensor(lengths, device=ids.device),
+                                                         self._caches.get(key))
+                return logits
+            return forward
 
-        return read(model, self.true, self.pad, self.batch_size, forward=forward)
+        if self.passages:
+            return read(model, self.true, self.pad, self.batch_size, forward=forward_of())
+        return self._probability_reading(model, forward_of)
+
+    def _probability_reading(self, model, forward_of) -> float:
+        """:func:`mean_probability` of the sample, batch by batch (the batches :func:`score_encoded` makes),
+        ending early once the mean cannot fall to the level (module docstring)."""
+        from alter.eval._common import batches
+
+        order = sorted(range(len(self.true)), key=lambda i: -len(self.true[i].input_ids))
+        groups = batches(order, self.batch_size)
+        n = sum(1 for e in self.true if any(t != IGNORE_INDEX for t in e.labels[1:]))
+        level = self.calibrate(model)
+        probabilities = {}
+        known = self._batch_means            # the batches scored before, likeliest first, then the others
+        for b in sorted(range(len(groups)), key=lambda g: (0, -known[g]) if g in known else (1, g)):
+            part = [self.true[i] for i in groups[b]]
+            scores = score_encoded(model, part, pad_token_id=self.pad, batch_size=len(part), progress=False,
+                                   forward=forward_of(b))
+            got = [None if v is None else math.exp(-v) for v in scores["mean_nll"]]
+            probabilities.update(zip(groups[b], got))
+            got = [p for p in got if p is not None]
+            self._batch_means[b] = sum(got) / len(got) if got else 0.0
+            bound = sum(p for p in probabilities.values() if p is not None) / max(n, 1)
+            if bound > level and len(probabilities) < len(self.true):
+                self.scored = len(probabilities) / len(self.true)
+                return bound
+        values = [probabilities[i] for i in range(len(self.true)) if probabilities[i] is not None]
+        return sum(values) / len(values) if values else 0.0
 
     def state(self) -> dict:
         return {"level": self.level}
