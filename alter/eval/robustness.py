@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from alter.data.prompts import has_chat_template, pad_id
 from alter.eval._common import field
@@ -147,20 +147,19 @@ def _partner(examples: Sequence, i: int, same: bool):
     return None
 
 
-def evaluate_robustness(model, tokenizer, forget: Sequence, retain: Sequence, unrelated: Sequence, *,
-                        forget_pool: Optional[Sequence] = None, retain_pool: Optional[Sequence] = None,
-                        system_prompt: Optional[str] = None, variants: Sequence[str] = VARIANTS,
-                        max_new_tokens: int = 40, batch_size: int = 16, progress: bool = True) -> Dict:
-    """Mean ROUGE-L recall of the greedy answers to ``forget`` and ``retain`` questions under each variant.
-
-    ``forget_pool`` / ``retain_pool`` (default: the sets themselves) give the earlier turns: another
-    author of the same side, and another question of the same author for ``follow_up``. Returns
-    ``{"forget": {variant: mean}, "retain": {...}, "counts": {...}, "generations": {...}}``."""
+def variant_prompts(tokenizer, forget: Sequence, retain: Sequence, unrelated: Sequence, *,
+                    forget_pool: Optional[Sequence] = None, retain_pool: Optional[Sequence] = None,
+                    system_prompt: Optional[str] = None,
+                    variants: Sequence[str] = VARIANTS) -> Dict[str, Dict[str, Tuple[List, List[str]]]]:
+    """``{side: {variant: (prompt ids, true answers)}}`` for ``forget`` and ``retain`` questions: what
+    :func:`evaluate_robustness` asks and scores against (a variant that skips an author leaves it out; a
+    variant with no prompt at all is absent). ``forget_pool`` / ``retain_pool`` (default: the sets themselves)
+    give the earlier turns: another author of the same side, and another question of the same author for
+    ``follow_up``."""
     forget_pool = list(forget_pool or forget)
     retain_pool = list(retain_pool or retain)
     names = author_names(forget_pool + retain_pool)
-    out: Dict = {"forget": {}, "retain": {}, "counts": {"forget": {}, "retain": {}},
-                 "generations": {"forget": {}, "retain": {}}}
+    out: Dict[str, Dict[str, Tuple[List, List[str]]]] = {"forget": {}, "retain": {}}
     for side, items, pool in (("forget", list(forget), forget_pool), ("retain", list(retain), retain_pool)):
         for variant in variants:
             prompts, refs = [], []
@@ -177,8 +176,25 @@ def evaluate_robustness(model, tokenizer, forget: Sequence, retain: Sequence, un
                 if ids is not None:
                     prompts.append(ids)
                     refs.append(str(field(e, "answer")))
-            if not prompts:
-                continue
+            if prompts:
+                out[side][variant] = (prompts, refs)
+    return out
+
+
+def evaluate_robustness(model, tokenizer, forget: Sequence, retain: Sequence, unrelated: Sequence, *,
+                        forget_pool: Optional[Sequence] = None, retain_pool: Optional[Sequence] = None,
+                        system_prompt: Optional[str] = None, variants: Sequence[str] = VARIANTS,
+                        max_new_tokens: int = 40, batch_size: int = 16, progress: bool = True) -> Dict:
+    """Mean ROUGE-L recall of the greedy answers to ``forget`` and ``retain`` questions under each variant
+    (the prompts of :func:`variant_prompts`). Returns ``{"forget": {variant: mean}, "retain": {...},
+    "counts": {...}, "generations": {...}, "scores": {...}}`` (``scores``: each answer's ROUGE-L recall, in
+    the order of :func:`variant_prompts`)."""
+    asked = variant_prompts(tokenizer, forget, retain, unrelated, forget_pool=forget_pool, retain_pool=retain_pool,
+                            system_prompt=system_prompt, variants=variants)
+    out: Dict = {"forget": {}, "retain": {}, "counts": {"forget": {}, "retain": {}},
+                 "generations": {"forget": {}, "retain": {}}, "scores": {"forget": {}, "retain": {}}}
+    for side, by_variant in asked.items():
+        for variant, (prompts, refs) in by_variant.items():
             new = generate_token_ids(model, prompts, pad_token_id=pad_id(tokenizer),
                                      eos_token_id=tokenizer.eos_token_id, max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, progress=progress, desc=f"robustness: {side}/{variant}")
@@ -187,6 +203,7 @@ def evaluate_robustness(model, tokenizer, forget: Sequence, retain: Sequence, un
             out[side][variant] = sum(scores) / len(scores)
             out["counts"][side][variant] = len(scores)
             out["generations"][side][variant] = texts
+            out["scores"][side][variant] = scores
     return out
 
 
@@ -206,3 +223,34 @@ def leak_rows(results: Dict[str, Dict], taught: str = "finetune", never: str = "
             delta[v] = score - t["retain"][v] if v in t["retain"] else None
         rows[method] = {"forget_leak": leak, "retain_delta": delta}
     return rows
+
+
+def leak_interval(method: Sequence[Sequence[float]], taught: Sequence[float], never: Sequence[float], *,
+                  confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Optional[Tuple[float, float]]:
+    """The percentile bootstrap interval of a variant's forget leak, resampling the questions (paired: a
+    resample takes the same questions for every model). ``method``: per seed, each question's ROUGE-L recall
+    (averaged over seeds per question); ``taught`` / ``never``: the taught and never-taught models' on the same
+    questions. None when the lists do not line up or there are fewer than 2 questions. On 12 questions the
+    interval is about ±0.15-0.25 wide (docs/benchmarks/tofu.md, "Robustness")."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    runs = [list(m) for m in method]
+    n = len(taught)
+    if n < 2 or len(never) != n or not runs or any(len(m) != n for m in runs):
+        return None
+    a = np.mean(np.asarray(runs, dtype=float), axis=0)
+    t, z = np.asarray(taught, dtype=float), np.asarray(never, dtype=float)
+
+    def leak(a_, t_, z_, axis=-1):
+        span = t_.sum(axis=axis) - z_.sum(axis=axis)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(np.abs(span) > 1e-9, (a_.sum(axis=axis) - z_.sum(axis=axis)) / span, np.nan)
+
+    res = bootstrap((a, t, z), leak, paired=True, vectorized=True, n_resamples=resamples, method="percentile",
+                    confidence_level=confidence, rng=np.random.default_rng(seed))
+    dist = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]
+    if dist.size == 0:
+        return None
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(dist, tail)), float(np.percentile(dist, 100 - tail))

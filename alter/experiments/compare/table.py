@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # (key in a result row, column title, format); arrows say which direction is better
 COLUMNS = [
@@ -108,20 +108,25 @@ def pareto_front(rows: Sequence[Dict], efficacy: str = "forget_rougeL_recall", u
     return front
 
 
-def robustness_markdown(rows: Sequence[Dict], taught: str = "finetune", never: str = "retain") -> str:
+def robustness_markdown(rows: Sequence[Dict], taught: str = "finetune", never: str = "retain",
+                        intervals: Optional[Dict[str, Dict[str, Tuple[float, float]]]] = None) -> str:
     """The robustness table (alter.eval.robustness), one row per prompt variant: per method, the forget leak
     ``(method - never) / (taught - never)`` of ROUGE-L recall (0: as never taught, 1: as taught) and the
-    retain change ``method - taught``; empty without the taught and never-taught rows."""
+    retain change ``method - taught``; empty without the taught and never-taught rows. ``intervals``
+    (``{method: {variant: (low, high)}}``, :func:`alter.experiments.compare.robustness_intervals.leak_intervals`)
+    adds each leak's 95% bootstrap interval over the questions."""
     by = {r["method"]: r for r in rows}
     if taught not in by or never not in by:
         return ""
     variants = [k.split(":", 1)[1] for k in by[taught] if k.startswith("robust_forget:") and not k.endswith("_sd")]
     if not variants:
         return ""
+    intervals = intervals or {}
     t, n = by[taught], by[never]
     methods = [r for r in rows if r["method"] not in (taught, never)]
     names = [r["method"] + (f" ({r['seeds']} seeds)" if r.get("seeds") else "") for r in methods]
-    head = "| variant | " + " | ".join(f"{m}: forget leak" for m in names) + " | " + \
+    head = "| variant | " + " | ".join(f"{m}: forget leak" + (" [95% interval]" if r["method"] in intervals else "")
+                                      for m, r in zip(names, methods)) + " | " + \
         " | ".join(f"{m}: retain Δ" for m in names) + " |"
     lines = [head, "|---" * (2 * len(methods) + 1) + "|"]
     for v in variants:
@@ -129,7 +134,12 @@ def robustness_markdown(rows: Sequence[Dict], taught: str = "finetune", never: s
         fk, rk = f"robust_forget:{v}", f"robust_retain:{v}"
         span = (t.get(fk) or 0.0) - (n.get(fk) or 0.0)
         for r in methods:
-            cells.append("-" if r.get(fk) is None or span <= 1e-6 else f"{(r[fk] - n[fk]) / span:.2f}")
+            if r.get(fk) is None or span <= 1e-6:
+                cells.append("-")
+                continue
+            cell = f"{(r[fk] - n[fk]) / span:.2f}"
+            bounds = intervals.get(r["method"], {}).get(v)
+            cells.append(cell + (f" [{bounds[0]:.2f}, {bounds[1]:.2f}]" if bounds is not None else ""))
         for r in methods:
             cells.append("-" if r.get(rk) is None or t.get(rk) is None else f"{r[rk] - t[rk]:+.3f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")

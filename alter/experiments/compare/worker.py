@@ -215,6 +215,7 @@ def _robustness_columns(model, tok, s: CompareSettings, data: CompareData, progr
                             max_new_tokens=s.max_new_tokens, batch_size=s.eval_batch_size, progress=progress)
     out = {f"robust_{side}:{v}": value for side in ("forget", "retain") for v, value in r[side].items()}
     out["robustness_generations"] = r["generations"]
+    out["robustness_scores"] = r["scores"]          # per question: the table's bootstrap interval of each leak
     return out
 
 
