@@ -2,7 +2,7 @@
 
     alter-bench --compare [--quick] [--methods ...] [--seeds N]     # the synthetic authors, one table
     alter-bench --benchmark tofu [--data DIR] [--tofu-split report|tune] [--methods ...]
-    alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune split
+    alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora,task_vector]   # lr sweep on the tune split
     alter-bench --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
     alter-bench --benchmark muse-news [--data DIR] [--split report|tune] [--methods ...]   # BBC articles
 

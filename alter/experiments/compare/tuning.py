@@ -28,6 +28,9 @@ TUNE_LRS: Dict[str, List[float]] = {
     "npo": [5e-6, 1e-5, 2e-5],
     "rmu": [5e-5, 2e-4, 1e-3],
     "lora": [1e-4, 5e-4, 2e-3],
+    # the reinforcement starts from a model that already knows the forget set (its loss near 0, small
+    # gradients), so its grid sits higher than GradDiff's; not yet swept (docs/method.md §8)
+    "task_vector": [1e-5, 5e-5, 2e-4],
 }
 TUNED_BY_DEFAULT = tuple(TUNE_LRS)
 FLOOR_MARGIN = 0.05
