@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
 from alter.experiments.compare.robustness_intervals import leak_intervals
+from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
 from alter.experiments.compare.table import (columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv,
                                             to_markdown)
 from alter.experiments.compare.tuning import average_seeds, floor_of, select
