@@ -16,12 +16,12 @@ is scaled down (``stop_level_scale``, chosen on the TOFU tune split, checked on 
 
 Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model scores the sample's
 true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
-score_encoded`), and phase II ends once their mean probability is at most the level. A check that cannot pass stops
-early: the sample is scored one batch at a time, the batches most likely under the last check first, and
-once the probabilities scored so far, summed and divided by the whole sample's size, exceed the level (the
-answers not yet scored can only add to the mean), the check fails without scoring the rest. The decision is
-the full check's; the logged reading (``forget_level_reading``) is then that lower bound and
-``forget_level_scored`` the share of the sample scored (1.0 for a complete check).
+score_encoded`), and phase II ends once their mean probability is at most the level. A check that
+cannot pass stops early: the sample is scored one batch at a time, the batches most likely under the
+last check first, and once the probabilities scored so far, summed and divided by the whole sample's
+size, exceed the level (the answers not yet scored can only add to the mean), the check fails without
+scoring the rest. The decision is the full check's; the logged reading (``forget_level_reading``) is
+then that lower bound and ``forget_level_scored`` the share of the sample scored (1.0 when complete).
 
 Passages (raw text, no question: MUSE-style forget sets) have no answer. Given ``reference`` texts (text
 of the same kind the model never saw, e.g. other articles), the check reads what a membership attack
@@ -54,8 +54,8 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
-from alter.eval._common import field
 from alter.data.prompts import IGNORE_INDEX
+from alter.eval._common import field
 from alter.eval.scoring import encode_pairs, score_encoded
 
 MIN_K = 0.4          # MUSE's and open-unlearning's Min-K% share (alter/eval/metrics/mia.py)
