@@ -52,3 +52,22 @@ def save_tiny_model(directory) -> str:
     make_tiny_llama(len(tok)).save_pretrained(directory)
     tok.save_pretrained(directory)
     return str(directory)
+
+
+def trained_tiny_alter(tokenizer, forget, retain, expert_scale: float):
+    """A tiny Llama trained by ALTER for one phase II epoch (seed 0), then every expert's ``B`` set to random
+    values times ``expert_scale`` (seed 1), so that every expert changes the logits and a wrong routing shows
+    in the numbers; in eval mode."""
+    import alter
+    from alter.train import AlterTrainer
+
+    torch.manual_seed(0)
+    cfg = alter.AlterConfig(batch_size=2, phase1_epochs=0, phase2_epochs=1, phase2_min_steps=0, lr_phase2=1e-2)
+    model = AlterTrainer(make_tiny_llama(len(tokenizer)), tokenizer, cfg, forget, retain, progress=False).train()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for layer in model.adapter_layers().values():
+            for b in layer.lora_B:
+                b.copy_(torch.randn(b.shape, generator=g) * expert_scale)
+    model.eval()
+    return model

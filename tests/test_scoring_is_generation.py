@@ -8,13 +8,11 @@ log-probabilities of its generation steps."""
 import pytest
 import torch
 
-import alter
 from alter.data.prompts import IGNORE_INDEX, EncodedExample, encode_qa, prompt_ids
 from alter.data.schema import QAExample
 from alter.eval import score_encoded
 from alter.modeling.question_router import EXCLUDED
-from alter.train import AlterTrainer
-from tests.helpers import make_tiny_llama
+from tests.helpers import trained_tiny_alter
 
 FORGET = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain="ana") for n in ["Ana", "Ana Li"]]
 RETAIN = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["Cy", "Di", "Ed", "Fa"]]
@@ -23,16 +21,7 @@ NEW = 8
 
 @pytest.fixture(scope="module")
 def model(tiny_tokenizer):
-    torch.manual_seed(0)
-    cfg = alter.AlterConfig(batch_size=2, phase1_epochs=0, phase2_epochs=1, phase2_min_steps=0, lr_phase2=1e-2)
-    m = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, cfg, FORGET, RETAIN, progress=False).train()
-    with torch.no_grad():               # make every expert matter, so a wrong routing shows in the numbers
-        g = torch.Generator().manual_seed(1)
-        for layer in m.adapter_layers().values():
-            for b in layer.lora_B:
-                b.copy_(torch.randn(b.shape, generator=g) * 0.3)
-    m.eval()
-    return m
+    return trained_tiny_alter(tiny_tokenizer, FORGET, RETAIN, expert_scale=0.3)
 
 
 def _greedy(model, tok, question):
