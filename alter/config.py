@@ -71,6 +71,9 @@ class AlterConfig:
                                        "§4, Passages)")
     route_follow_ups: bool = _f(True, "with route_unit='turn': a last turn that names no one and refers back ('What "
                                 "else did this author write?') takes the decision of the turn before it (docs/method.md §3)")
+    route_restore_case: bool = _f(True, "question router: a routing unit typed wholly in lower case is read with the "
+                                  "casing of the training prompts' words put back ('jaime vasquez' -> 'Jaime Vasquez'; "
+                                  "docs/method.md §3, Lower case)")
     route_unit: str = _f("turn", "what the question router reads: 'turn' (the prompt's last user turn, found from the "
                          "tokenizer's chat template; the whole prompt without one) or 'prompt' (every prompt token); "
                          "never the answer (docs/method.md §3)", choices=("turn", "prompt"))

@@ -31,6 +31,19 @@ def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
+def make_tiny_word_tokenizer(words) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``words`` (split at whitespace and punctuation, as a BPE pre-tokenizer
+    splits words) with the ChatML chat template: what case restoration needs, whole words as tokens."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + ["user", "assistant", "system", "?", ".", ","] + list(words))}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>",
+                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "</s>"])
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
 def make_tiny_llama(vocab_size: int = 128, hidden: int = 32, layers: int = 2, heads: int = 4,
                     intermediate: int = 64, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     """A random-initialised 2-layer Llama, small enough for a forward in milliseconds."""

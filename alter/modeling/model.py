@@ -270,7 +270,7 @@ class AlterModel(BaseModelAccess, nn.Module):
                             prompt_lengths)
 
         def part(i):
-            if torch.equal(units[i], whole):
+            if torch.equal(units[i], whole) and not self._restores_case(input_ids, units[i]):
                 return features, units[i], input_ids
             return self.isolated_unit(input_ids, units[i])
         return router.unit_logits(part, len(units))
@@ -279,19 +279,29 @@ class AlterModel(BaseModelAccess, nn.Module):
         """``(features [B, L, d], mask [B, L], ids [B, L])``: each row's unit tokens moved to the front of a
         batch of their own and run alone through the base model up to the router's block, so what came
         before the unit (a system prompt, earlier turns) cannot change its features (docs/method.md §3).
-        A row without such a unit gets one masked-out placeholder token."""
+        A row without such a unit gets one masked-out placeholder token. A unit typed wholly in lower case
+        is read with the training prompts' casing put back (:mod:`alter.modeling.case_restore`)."""
         B = input_ids.shape[0]
-        lengths = unit.sum(dim=1)
-        L = max(1, int(lengths.max()) if B else 1)
+        restorer = self.question_router.case_restorer
+        rows_ids = [input_ids[b][unit[b]].tolist() for b in range(B)]
+        if restorer is not None:
+            rows_ids = [restorer.restore(r) or r for r in rows_ids]
+        L = max([1] + [len(r) for r in rows_ids])
         ids = torch.zeros(B, L, dtype=input_ids.dtype, device=input_ids.device)
         mask = torch.zeros(B, L, dtype=torch.bool, device=input_ids.device)
-        rows = torch.arange(B, device=input_ids.device)[:, None].expand_as(unit)[unit]
-        cols = (unit.long().cumsum(dim=1) - 1)[unit]
-        ids[rows, cols] = input_ids[unit]
-        mask[rows, cols] = True
+        for b, r in enumerate(rows_ids):
+            ids[b, :len(r)] = torch.as_tensor(r, dtype=input_ids.dtype)
+            mask[b, :len(r)] = True
+        lengths = mask.sum(dim=1)
         attention = mask.clone()
         attention[lengths == 0, 0] = True                     # keeps an empty row's pass finite
         return self.router_features(ids, attention.long()), mask, ids
+
+    def _restores_case(self, input_ids: torch.Tensor, unit: torch.Tensor) -> bool:
+        """Whether some row's unit is typed in lower case and gets its casing put back before it is read."""
+        restorer = self.question_router.case_restorer
+        return restorer is not None and any(restorer.restore(input_ids[b][unit[b]].tolist()) is not None
+                                            for b in range(input_ids.shape[0]))
 
     def unit_features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                       prompt_lengths: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
@@ -491,7 +501,7 @@ class AlterModel(BaseModelAccess, nn.Module):
                 raise ValueError(f"adapter tensor {key} has shape {tuple(tensors[key].shape)}, this model expects "
                                  f"{tuple(param.shape)}: was it saved for another base model?")
         router = self.question_router
-        banks = {k: v for k, v in tensors.items() if k.startswith("question_router.")} if router is not None else {}
+        banks = {k: v for k, v in tensors.items() if k.startswith("question_router.bank.")} if router is not None else {}
         for key, bank in banks.items():
             if bank.shape[-1] != router.dim:
                 raise ValueError(f"adapter tensor {key} has width {bank.shape[-1]}, this model's hidden size is "

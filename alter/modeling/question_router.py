@@ -46,7 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from alter.modeling.blocks import decoder_layers
+from alter.modeling.case_restore import CaseRestorer
 
+CASED_IDS_KEY = "question_router.cased_ids"
 EXCLUDED = -1.0e4      # router logit of an expert the question is not routed to
 
 
@@ -106,6 +108,10 @@ class QuestionRouter(nn.Module):
         # the unit's features come from a pass over the unit alone (AlterModel.isolated_unit), in the banks
         # and at inference; False: from the pass over the whole sequence (adapters saved before)
         self.isolated = False
+        # a unit typed wholly in lower case is read with the training prompts' casing put back
+        # (alter.modeling.case_restore, docs/method.md §3); None: read as typed (adapters saved before)
+        self.case_restorer: Optional[CaseRestorer] = None
+        self._saved_case_map = None
 
     # ------------------------------------------------------------------ banks
     @property
@@ -143,7 +149,10 @@ class QuestionRouter(nn.Module):
         self._set_banks([b for k, b in enumerate(self.banks) if k != index])
 
     def state_tensors(self) -> Dict[str, torch.Tensor]:
-        return {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}
+        out = {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}
+        if self.case_restorer is not None:
+            out[CASED_IDS_KEY] = self.case_restorer.cased_ids.to(torch.int32).contiguous()
+        return out
 
     def load_state_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
         for k in range(self.num_domains):
@@ -151,13 +160,18 @@ class QuestionRouter(nn.Module):
             if key not in tensors:
                 raise ValueError(f"adapter weights lack {key} (the question router's bank of domain {k})")
             self.set_bank(k, tensors[key], normalise=False)
+        if self._saved_case_map is not None:
+            if CASED_IDS_KEY not in tensors:
+                raise ValueError(f"adapter weights lack {CASED_IDS_KEY} (the case restorer's cased token ids)")
+            self.case_restorer = CaseRestorer.from_saved(self._saved_case_map, tensors[CASED_IDS_KEY])
 
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
                 "calibration": self.calibration, "turn_marker": self.turn_marker,
                 "evidence_tokens": self.evidence_tokens, "evidence_share": self.evidence_share,
                 "referring_ids": self.referring_ids,
-                "isolated": self.isolated}
+                "isolated": self.isolated,
+                "case_map": None if self.case_restorer is None else self.case_restorer.metadata()}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
@@ -171,6 +185,8 @@ class QuestionRouter(nn.Module):
         self.isolated = bool(saved.get("isolated", False))
         refs = saved.get("referring_ids")
         self.referring_ids = [int(i) for i in refs] if refs is not None else None   # [] stays []: saved as it was
+        self._saved_case_map = saved.get("case_map")     # adapters saved before it: read as typed
+        self.case_restorer = None                        # rebuilt with its ids by load_state_tensors
 
     # ------------------------------------------------------------------ scoring
     def _evidence(self, features: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:

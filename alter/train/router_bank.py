@@ -2,7 +2,8 @@
 
 - :func:`configure_units`: a fresh router learns from the tokenizer what its unit is (the chat's last
   user turn, its header's ids), which words refer back, and that it reads each unit alone; from the forget
-  set how many of a unit's tokens must match (:func:`evidence_share`);
+  set how many of a unit's tokens must match (:func:`evidence_share`); from the training prompts the casing
+  a unit typed in lower case gets back (:mod:`alter.modeling.case_restore`);
 - :func:`router_only_rows`: the rows whose only use is the bank (the retain rows when nothing trains
   on them), which then get no full base pass;
 - :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
@@ -18,18 +19,28 @@ from tqdm.auto import tqdm
 
 from alter.config import AlterConfig
 from alter.data.prompts import EncodedExample, collate
+from alter.modeling.case_restore import build_case_map
 from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
 
 PASSAGE_EVIDENCE_SHARE = 0.1     # router_evidence_share when the forget set is passages (docs/method.md §4, Passages)
 
 
-def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = ()) -> None:
-    """``forget``: the forget examples, whose kind (passages or questions) sets the automatic evidence share."""
+def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (), retain: Sequence = ()) -> None:
+    """``forget``: the forget examples, whose kind (passages or questions) sets the automatic evidence share;
+    with ``retain``, their prompts teach the case restorer the training prompts' casing."""
     router.turn_marker = user_turn_marker(tokenizer) if config.route_unit == "turn" else None
     router.referring_ids = referring_token_ids(tokenizer) if router.turn_marker and config.route_follow_ups else None
     router.isolated = router.turn_marker is not None
     router.evidence_share = evidence_share(config, forget)
+    router.case_restorer = None
+    if router.isolated and config.route_restore_case:
+        router.case_restorer = build_case_map(tokenizer, unit_texts(list(forget) + list(retain)))
+
+
+def unit_texts(examples: Sequence) -> List[str]:
+    """The text of each example's routing unit: its question, or a passage's whole text."""
+    return [getattr(e, "question", None) or getattr(e, "answer", "") or "" for e in examples]
 
 
 def evidence_share(config: AlterConfig, forget: Sequence) -> float:
