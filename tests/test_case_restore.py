@@ -8,7 +8,7 @@ import alter
 from alter.modeling.case_restore import CaseRestorer, build_case_map
 from tests.helpers import make_tiny_llama, make_tiny_word_tokenizer
 
-WORDS = ["Who", "who", "is", "Ana", "ana", "Li", "li", "Cy", "cy", "Di", "di", "Ed", "ed", "paints", "owls",
+WORDS = ["User", "Assistant", "Who", "who", "is", "Ana", "ana", "Li", "li", "Cy", "cy", "Di", "di", "Ed", "ed", "paints", "owls",
          "sells", "cars", "What", "what", "does", "do", "Bo", "bo", "Apple", "apple", "an", "eats"]
 
 
@@ -109,3 +109,16 @@ def test_the_saved_adapter_keeps_the_map(trained, word_tok, tmp_path):
     again.question_router.load_metadata(meta)
     again.question_router.load_state_tensors(model.question_router.state_tensors())
     assert again.question_router.case_restorer is None
+
+
+def test_the_chat_templates_header_words_are_never_cased(word_tok):
+    """A training prompt that writes "User" or "Assistant" must not make the restorer rewrite the unit's turn
+    header (``<|im_start|>user``) or the assistant header at the prompt's end."""
+    r = build_case_map(word_tok, ["Who is Ana ?", "User Assistant Ana"])
+    pairs = {word_tok.decode(list(lo)) for lo, _ in r.pairs}
+    assert "ana" in pairs and not pairs & {"user", "assistant"}
+    unit = _chat(word_tok, "who is ana ?")[0].tolist()
+    restored = r.restore(unit)
+    assert restored is not None and len(restored) == len(unit)
+    changed = [word_tok.convert_ids_to_tokens(a) for a, b in zip(unit, restored) if a != b]
+    assert changed == ["who", "ana"]

@@ -4,7 +4,7 @@ import torch
 
 import alter
 from alter.experiments.compare.settings import CompareSettings
-from alter.experiments.compare.worker import CompareData, _robustness_columns, _routing_columns
+from alter.experiments.compare.worker import KEPT_EXTRAS, CompareData, _robustness_columns, _routing_columns
 from alter.data.schema import QAExample
 from alter.train import AlterTrainer
 from tests.helpers import make_tiny_llama
@@ -39,6 +39,8 @@ def test_routing_and_robustness_columns(tiny_tokenizer):
     robust = _robustness_columns(model, tiny_tokenizer, s, _data(), False)
     assert "robust_forget:trained" in robust and "robust_retain:follow_up" in robust
     assert set(robust["robustness_generations"]) == {"forget", "retain"}
+    # every per-question output is kept in the method's result (the table's intervals read the scores)
+    assert {k for k, v in robust.items() if isinstance(v, (list, dict))} == set(KEPT_EXTRAS)
     # a model without a question router has no routing columns; robustness off: no columns
     assert _routing_columns(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, s, _data()) == {}
     s.eval_robustness = 0

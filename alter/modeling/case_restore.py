@@ -96,14 +96,29 @@ def _words(tokenizer, text: str) -> List[str]:
     return [text[a:b] for _, (a, b) in pre.pre_tokenize_str(text)]
 
 
+def template_text(tokenizer) -> str:
+    """The chat template's own text around a one-turn chat (its headers: ``user``, ``assistant``, ...), or ""."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": "."}, {"role": "user", "content": "."}],
+                                             tokenize=False, add_generation_prompt=True)
+    except Exception:                      # a template that refuses this shape has nothing to protect here
+        return ""
+
+
 def build_case_map(tokenizer, texts: Iterable[str]) -> Optional[CaseRestorer]:
     """The :class:`CaseRestorer` learnt from the training prompts' unit ``texts``, or None when the tokenizer
-    has no pre-tokenizer to split words by (then units are read as typed, as before)."""
+    has no pre-tokenizer to split words by (then units are read as typed, as before). The words of the chat
+    template's headers are never cased: a unit holds its turn header (``<|im_start|>user``), which must stay
+    as the template writes it."""
     try:
         words = [w for t in texts if t for w in _words(tokenizer, t)]
+        protected = _words(tokenizer, template_text(tokenizer))
     except ValueError:
         return None
-    seen_lower = {w for w in words if w == w.lower()}
+    seen_lower = {w for w in words + protected if w == w.lower()}
+    seen_lower |= {w.lower() for w in protected}
     cased: Dict[str, Counter] = defaultdict(Counter)
     for w in words:
         lo = w.lower()

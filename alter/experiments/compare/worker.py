@@ -202,6 +202,11 @@ def _spread(examples: list, n: int) -> list:
     return examples[::max(1, len(examples) // n)][:n] if n else []
 
 
+# the per-question outputs of the extra columns that a method's result keeps besides its row (the robustness
+# table's intervals are computed from the scores: alter/experiments/compare/robustness_intervals.py)
+KEPT_EXTRAS = ("robustness_generations", "robustness_scores")
+
+
 def _robustness_columns(model, tok, s: CompareSettings, data: CompareData, progress: bool) -> Dict:
     """``robust_<side>:<variant>``: mean ROUGE-L recall of the answers under each prompt variant
     (:mod:`alter.eval.robustness`); the table turns them into leaks against finetune and retain."""
@@ -324,7 +329,7 @@ def run_method(method: str, s: CompareSettings, reference: Optional[dict] = None
         **{k: v for k, v in extra.items() if not isinstance(v, (list, dict))},
     }
     return {"row": row, "tofu": tofu, "fluency": fluency, "reference_stats": tofu.get("reference_stats"),
-            "robustness_generations": extra.get("robustness_generations")}
+            **{k: extra.get(k) for k in KEPT_EXTRAS}}
 
 
 def _muse_result(spec, model, tok, s, data, reference, efficiency, t0, progress) -> Dict:
