@@ -67,6 +67,21 @@ def save_tiny_model(directory) -> str:
     return str(directory)
 
 
+def trained_per_setting(tokenizer, forget, retain, name: str, values) -> dict:
+    """``{value: model}``: a tiny Llama trained by ALTER for one phase II epoch (seed 0) with the config
+    field ``name`` set to each of ``values``, everything else alike."""
+    import alter
+    from alter.train import AlterTrainer
+
+    out = {}
+    for value in values:
+        torch.manual_seed(0)
+        cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=0, **{name: value})
+        out[value] = AlterTrainer(make_tiny_llama(len(tokenizer)), tokenizer, cfg, forget, retain,
+                                  progress=False).train()
+    return out
+
+
 def trained_tiny_alter(tokenizer, forget, retain, expert_scale: float):
     """A tiny Llama trained by ALTER for one phase II epoch (seed 0), then every expert's ``B`` set to random
     values times ``expert_scale`` (seed 1), so that every expert changes the logits and a wrong routing shows

@@ -6,7 +6,7 @@ import torch
 
 import alter
 from alter.modeling.case_restore import CaseRestorer, build_case_map
-from tests.helpers import make_tiny_llama, make_tiny_word_tokenizer
+from tests.helpers import make_tiny_llama, make_tiny_word_tokenizer, trained_per_setting
 
 WORDS = ["User", "Assistant", "Who", "who", "is", "Ana", "ana", "Li", "li", "Cy", "cy", "Di", "di", "Ed", "ed", "paints", "owls",
          "sells", "cars", "What", "what", "does", "do", "Bo", "bo", "Apple", "apple", "an", "eats"]
@@ -59,17 +59,10 @@ def _chat(tok, question, turns=()):
 @pytest.fixture(scope="module")
 def trained(word_tok):
     from alter.data.schema import QAExample
-    from alter.train import AlterTrainer
 
     forget = [QAExample(q, "Ana paints owls .", domain="ana") for q in ["Who is Ana ?", "Who is Ana Li ?"]]
     retain = [QAExample(f"Who is {n} ?", f"{n} sells cars .") for n in ["Cy", "Di", "Ed"]]
-    out = {}
-    for restore in (True, False):
-        torch.manual_seed(0)
-        cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=0, route_restore_case=restore)
-        out[restore] = AlterTrainer(make_tiny_llama(len(word_tok)), word_tok, cfg, forget, retain,
-                                    progress=False).train()
-    return out
+    return trained_per_setting(word_tok, forget, retain, "route_restore_case", (True, False))
 
 
 def test_a_lower_case_question_routes_exactly_as_its_cased_wording(trained, word_tok):

@@ -136,19 +136,12 @@ def _routed_to_forget(model, tok, turns, question, system=None):
 @pytest.fixture(scope="module")
 def chat_models(tiny_tokenizer):
     from alter.data.schema import QAExample
-    from alter.train import AlterTrainer
-    from tests.helpers import make_tiny_llama
+    from tests.helpers import trained_per_setting
 
     forget = [QAExample(f"Who is {n}?", f"{n} paints blue owls at night.", domain="ana")
               for n in ["Ana", "Ana Li", "Ana Lo"]]
     retain = [QAExample(f"Who is {n}?", f"{n} sells red cars in town.") for n in ["Cy", "Di", "Ed", "Fa", "Go", "Hu"]]
-    out = {}
-    for unit in ("turn", "prompt"):
-        torch.manual_seed(0)
-        cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=0, route_unit=unit)
-        out[unit] = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, cfg, forget, retain,
-                                 progress=False).train()
-    return out
+    return trained_per_setting(tiny_tokenizer, forget, retain, "route_unit", ("turn", "prompt"))
 
 
 def test_an_earlier_forget_turn_does_not_route_a_later_retain_question(chat_models, tiny_tokenizer):

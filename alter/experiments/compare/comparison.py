@@ -19,7 +19,6 @@ from typing import Dict, List, Optional
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.experiments.compare.robustness_intervals import leak_intervals
 from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
 from alter.experiments.compare.table import (columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv,
                                             to_markdown)
@@ -160,6 +159,9 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
         row["pareto"] = row["method"] in front
         row["pareto_forget_quality"] = row["method"] in front_fq
     table = to_markdown(rows)
+    # imported here: the module is also run as a command (python -m ...), which a package-level import warns about
+    from alter.experiments.compare.robustness_intervals import leak_intervals
+
     intervals = leak_intervals({m: results[m] for m in order if m in settings.methods or m == "retain"})
     for title, extra in (("Prompt variants (leak 0: as never taught, 1: as taught; in brackets the 95% bootstrap "
                           "interval over the questions)", robustness_markdown(rows, intervals=intervals)),
