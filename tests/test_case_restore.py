@@ -115,3 +115,37 @@ def test_the_chat_templates_header_words_are_never_cased(word_tok):
     assert restored is not None and len(restored) == len(unit)
     changed = [word_tok.convert_ids_to_tokens(a) for a, b in zip(unit, restored) if a != b]
     assert changed == ["who", "ana"]
+
+
+def test_a_new_request_adds_its_casing_and_keeps_the_earlier_map(trained, word_tok):
+    """``train_new_domain`` (a request added to an adapter): the new request's names join the map, every
+    earlier entry keeps its casing, so a lower-cased question about the new request routes as its cased form."""
+    import copy
+
+    from alter.data.schema import QAExample
+    from alter.train import AlterTrainer
+
+    model = copy.deepcopy(trained[True])
+    before = list(model.question_router.case_restorer.pairs)
+    torch.manual_seed(0)
+    cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=0, stop_level_scale=-1.0)
+    new = [QAExample(q, "Bo eats an apple .") for q in ["Who is Bo ?", "What does Bo do ?"]]
+    retain = [QAExample(f"Who is {n} ?", f"{n} sells cars .") for n in ["Cy", "Di", "Ed"]]
+    AlterTrainer(model, word_tok, cfg, new, retain, progress=False).train_new_domain("bo")
+    r = model.question_router.case_restorer
+    assert r.pairs[:len(before)] == before
+    assert r.restore(_ids(word_tok, "who is bo ?")) == _ids(word_tok, "Who is Bo ?")
+    route = lambda q: model.route_questions(_chat(word_tok, q))[1]
+    assert torch.equal(route("what does bo do ?"), route("What does Bo do ?"))
+    assert int(route("What does Bo do ?")[0].argmax()) == model.domain_index("bo")
+    assert torch.equal(route("who is ana li ?"), route("Who is Ana Li ?"))
+    assert r.owners[len(before):] and set(r.owners[len(before):]) == {model.domain_index("bo")}
+    model.remove_forget_domain("bo")                    # the request's words go with it
+    assert model.question_router.case_restorer.pairs == before
+    a, b = CaseRestorer([([1], [11])], [11]), CaseRestorer([([1], [12]), ([2], [22])], [12, 22])
+    m = a.merged(b, owner=2).merged(CaseRestorer([([3], [33])], [33]), owner=3)
+    assert m.pairs == [((1,), (11,)), ((2,), (22,)), ((3,), (33,))] and m.owners == [None, 2, 3]
+    assert a.merged(None, owner=2) is a
+    assert m.without(2).pairs == [((1,), (11,)), ((3,), (33,))] and m.without(2).owners == [None, 2]
+    again = CaseRestorer.from_saved(m.metadata(), m.cased_ids)
+    assert again.pairs == m.pairs and again.owners == m.owners and m.metadata()[0] == [[1], [11]]

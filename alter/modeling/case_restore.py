@@ -33,10 +33,15 @@ class CaseRestorer:
     """Token-level case restoration of a unit typed in lower case.
 
     ``pairs``: ``(lower-case word ids, cased word ids)``; ``cased_ids``: every token id whose text holds an
-    upper-case letter (a unit with one of them is read as typed)."""
+    upper-case letter (a unit with one of them is read as typed); ``owners``: per pair, the index of the forget
+    domain whose request added it (None: the first training), so that removing a request removes its words."""
 
-    def __init__(self, pairs: Iterable[Tuple[Sequence[int], Sequence[int]]], cased_ids: Sequence[int]):
+    def __init__(self, pairs: Iterable[Tuple[Sequence[int], Sequence[int]]], cased_ids: Sequence[int],
+                 owners: Optional[Sequence[Optional[int]]] = None):
         self.pairs: List[Pair] = [(tuple(int(i) for i in lo), tuple(int(i) for i in up)) for lo, up in pairs]
+        self.owners: List[Optional[int]] = list(owners) if owners is not None else [None] * len(self.pairs)
+        if len(self.owners) != len(self.pairs):
+            raise ValueError(f"{len(self.owners)} case-map owners for {len(self.pairs)} entries")
         for lo, up in self.pairs:
             if not lo or not up:
                 raise ValueError("a case-map entry needs token ids on both sides")
@@ -73,13 +78,33 @@ class CaseRestorer:
                 j += 1
         return out if changed else None
 
+    def merged(self, other: Optional["CaseRestorer"], owner: int) -> "CaseRestorer":
+        """This map with ``other``'s words added, owned by forget domain ``owner`` (a new request's prompts): a
+        lower-case word already in the map keeps the casing it has, so every unit the map restored before
+        reads as before."""
+        if other is None:
+            return self
+        known = {lo for lo, _ in self.pairs}
+        new = [p for p in other.pairs if p[0] not in known]
+        return CaseRestorer(self.pairs + new, self.cased_ids.tolist() + other.cased_ids.tolist(),
+                            self.owners + [owner] * len(new))
+
+    def without(self, owner: int) -> "CaseRestorer":
+        """The map without the words forget domain ``owner``'s request added, later domains' indices shifted
+        down by one (that domain is removed): the map as it was before the request."""
+        keep = [j for j, o in enumerate(self.owners) if o != owner]
+        return CaseRestorer([self.pairs[j] for j in keep], self.cased_ids.tolist(),
+                            [o - 1 if o is not None and o > owner else o for o in (self.owners[j] for j in keep)])
+
     # ------------------------------------------------------------------ saving with the adapter
-    def metadata(self) -> List[List[List[int]]]:
-        return [[list(lo), list(up)] for lo, up in self.pairs]
+    def metadata(self) -> List[list]:
+        """``[lower ids, cased ids]`` per entry, with its owner appended when a later request added it."""
+        return [[list(lo), list(up)] + ([o] if o is not None else []) for (lo, up), o in zip(self.pairs, self.owners)]
 
     @classmethod
     def from_saved(cls, pairs: Sequence, cased_ids: torch.Tensor) -> "CaseRestorer":
-        return cls([(lo, up) for lo, up in pairs], cased_ids.reshape(-1).tolist())
+        return cls([(p[0], p[1]) for p in pairs], cased_ids.reshape(-1).tolist(),
+                   [int(p[2]) if len(p) > 2 else None for p in pairs])
 
 
 def cased_token_ids(tokenizer) -> List[int]:

@@ -147,6 +147,8 @@ class QuestionRouter(nn.Module):
 
     def remove_domain(self, index: int) -> None:
         self._set_banks([b for k, b in enumerate(self.banks) if k != index])
+        if self.case_restorer is not None:            # the words its request added go with it
+            self.case_restorer = self.case_restorer.without(index)
 
     def state_tensors(self) -> Dict[str, torch.Tensor]:
         out = {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}

@@ -28,7 +28,14 @@ PASSAGE_EVIDENCE_SHARE = 0.1     # router_evidence_share when the forget set is 
 
 def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (), retain: Sequence = ()) -> None:
     """``forget``: the forget examples, whose kind (passages or questions) sets the automatic evidence share;
-    with ``retain``, their prompts teach the case restorer the training prompts' casing."""
+    with ``retain``, their prompts teach the case restorer the training prompts' casing. A router calibrated
+    before (a new forget request added to an adapter) keeps its unit and its map, which gains the casing of
+    the new request's prompts (:meth:`CaseRestorer.merged`)."""
+    if router.calibration:
+        if router.case_restorer is not None and config.route_restore_case:
+            router.case_restorer = router.case_restorer.merged(
+                build_case_map(tokenizer, unit_texts(list(forget) + list(retain))), owner=router.num_domains - 1)
+        return
     router.turn_marker = user_turn_marker(tokenizer) if config.route_unit == "turn" else None
     router.referring_ids = referring_token_ids(tokenizer) if router.turn_marker and config.route_follow_ups else None
     router.isolated = router.turn_marker is not None

@@ -208,7 +208,7 @@ class AlterTrainer:
         model = self.model
         router = model.question_router
         fit_router = router is not None and not router.fitted
-        if fit_router and not router.calibration:     # a fresh router: its unit is the chat's last user turn
+        if fit_router:     # a fresh router: its unit is the chat's last user turn; a new request: its casing
             configure_units(router, self.tokenizer, self.config, self.forget, self.retain)
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
