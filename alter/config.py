@@ -119,6 +119,11 @@ class AlterConfig:
     phase2_epochs: float = _f(6.0,
                               "epochs of phase II (asymmetric unlearning), counted over the forget set: a cap, "
                               "the stop rule (stop_level_scale) ends phase II earlier")
+    plain_prompt_share: float = _f(0.0,
+                                   "phase II: share of forget rows trained under a prompt without the chat template "
+                                   "(the question alone, or 'Q: ... A:'); 0 (the default: on TOFU's tune split 0.25 "
+                                   "pushed raw-prompt answers below the never-taught level) turns it off "
+                                   "(docs/method.md section 4, 'Prompt formats')")
     phase2_min_steps: int = _f(15,
                                "phase II runs at least this many steps (more epochs over a small forget set); 0 "
                                "disables")
@@ -220,6 +225,8 @@ class AlterConfig:
                      "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route", "lambda_complement"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
+        if not 0.0 <= self.plain_prompt_share <= 1.0:
+            bad("plain_prompt_share", "must be in [0, 1]")
         if not self.stop_forget_probability < 1:
             bad("stop_forget_probability", "must be < 1 (a probability; negative disables the probability check)")
         if not math.isfinite(self.stop_level_scale):

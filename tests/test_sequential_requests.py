@@ -232,12 +232,14 @@ def test_a_new_domain_gets_a_capped_bank_held_out_strengths_and_its_own_anchors(
     model = AlterTrainer(make_tiny_llama(len(tiny_tokenizer)), tiny_tokenizer, config, forget, retain,
                          progress=False).train()
     new = [QAExample(r["question"], r["answer"]) for r in FORGET_2]
-    trainer = AlterTrainer(model, tiny_tokenizer, config.replace(router_bank_size=5, anchor_per_forget=1.0), new,
-                           retain, progress=False)
+    trainer = AlterTrainer(model, tiny_tokenizer, config.replace(router_bank_size=5, anchor_per_forget=1.0,
+                                                                 plain_prompt_share=0.5), new, retain, progress=False)
     trainer.train_new_domain("request_2")
     index = model.domain_index("request_2")
     assert model.question_router.banks[index].shape[0] == 5
-    strengths = [it.route_strength for it in trainer.items if it.domain_id == index]
+    strengths = [it.route_strength for it in trainer.items if it.domain_id == index and it.twin_of < 0]
     assert len(strengths) == 2 and all(0.5 <= z <= 3.0 for z in strengths), strengths
+    twins = [it for it in trainer.items if it.twin_of >= 0]        # the same questions under plain prompts
+    assert twins and all(it.route_strength == trainer.items[it.twin_of].route_strength for it in twins)
     assert trainer.report.entropy_summary["question_router"]["new_domain"] == "request_2"
     assert torch.equal(trainer._anchor_experts(4, "cpu"), torch.full((4,), index))

@@ -64,11 +64,25 @@ def encode_qa(tokenizer, question: str, answer: str, *, system_prompt: Optional[
     else:
         p = []
         a = tokenizer(answer, add_special_tokens=True)["input_ids"]
+    return _joined(p, a, max_length, question)
+
+
+def encode_plain(tokenizer, prompt: str, answer: str, *, max_length: Optional[int] = None) -> EncodedExample:
+    """``prompt`` as it is (no chat template) followed by ``answer`` and EOS; labels on the answer only.
+    ``answer`` carries its own leading separator (a space after ``A:``, none after a newline)."""
+    a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        a = a + [tokenizer.eos_token_id]
+    return _joined(tokenizer(prompt, add_special_tokens=False)["input_ids"], a, max_length, prompt)
+
+
+def _joined(p: List[int], a: List[int], max_length: Optional[int], what: str) -> EncodedExample:
+    """Prompt ids then answer ids, truncated from the answer's end to ``max_length``."""
     ids = p + a
     labels = [IGNORE_INDEX] * len(p) + list(a)
     if max_length is not None and len(ids) > max_length:
         if len(p) >= max_length:
-            raise ValueError(f"prompt of {len(p)} tokens does not fit max_length={max_length}: {question[:60]!r}")
+            raise ValueError(f"prompt of {len(p)} tokens does not fit max_length={max_length}: {what[:60]!r}")
         ids, labels = ids[:max_length], labels[:max_length]
     return EncodedExample(ids, labels, len(p))
 

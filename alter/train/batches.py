@@ -7,7 +7,9 @@ step k replays batches k+1, k+2, ... exactly as the uninterrupted run would have
 - Phase II iterates over the forget set; each step takes ``batch_size`` forget examples and
   ``round(batch_size * retain_per_forget)`` retain examples drawn at random (the pairing of
   forget and retain batches that open-unlearning's unlearning trainers use), so an epoch's cost
-  scales with the forget set, not with a large retain set.
+  scales with the forget set, not with a large retain set. Each forget row that has a twin (the same
+  question and answer under a prompt without the chat template, :func:`plain_twins`) is replaced by it
+  with probability ``plain_prompt_share`` (:func:`swap_in_twins`, docs/method.md §4 "Prompt formats").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from alter.data.prompts import IGNORE_INDEX, EncodedExample, encode_qa
+from alter.data.prompts import IGNORE_INDEX, EncodedExample, encode_plain, encode_qa, has_chat_template
 
 
 @dataclass
@@ -30,6 +32,7 @@ class TrainItem:
     content: Optional[List[bool]] = None             # [T] answer tokens that carry content (see content_flags)
     route_strength: float = 1.0                      # question router's held-out z of its own domain (training)
     kl_targets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # ([T, k] ids, [T, k+1] log p): kl_targets.py
+    twin_of: int = -1                                # the item this one repeats under a plain prompt (-1: none)
 
 
 # Words the hinge leaves alone under ``hinge_tokens="content"``: pushing "the" or "was" below the
@@ -82,6 +85,51 @@ def encode_items(tokenizer, examples: Sequence, domain_ids: Sequence[int], *, sy
         items.append(TrainItem(enc, int(d), content=content_flags(tokenizer, enc.input_ids, enc.labels, flags,
                                                                          skip_copied=skip_copied)))
     return items
+
+
+# The prompts without a chat template that phase II also trains forget rows under (docs/method.md §4, "Prompt
+# formats"): (prompt, separator before the answer). The robustness benchmark's raw variant, "Question: ...
+# Answer:", is neither of them: it measures a format training never saw.
+PLAIN_FORMATS = (("{question}\n", ""), ("Q: {question}\nA:", " "))
+
+
+def plain_twins(tokenizer, examples: Sequence, items: Sequence[TrainItem], *, max_length: int = 256,
+                skip_copied: bool = False, seed: int = 0) -> List[TrainItem]:
+    """For ``items[i]`` (encoded from ``examples[i]`` under the chat template), the same question and answer
+    under one of :data:`PLAIN_FORMATS` (chosen per example from ``seed``), marked ``twin_of=i``. None for a
+    tokenizer without a chat template (its prompts are plain already) or a passage (no question)."""
+    if not has_chat_template(tokenizer):
+        return []
+    pick = torch.randint(len(PLAIN_FORMATS), (len(examples),), generator=_generator(seed, "plain_formats")).tolist()
+    twins, flags = [], {}
+    for i, (ex, it) in enumerate(zip(examples, items)):
+        if not getattr(ex, "question", None):
+            continue
+        prompt, sep = PLAIN_FORMATS[pick[i]]
+        enc = encode_plain(tokenizer, prompt.format(question=ex.question), sep + ex.answer, max_length=max_length)
+        if not any(label != IGNORE_INDEX for label in enc.labels):
+            continue
+        twins.append(TrainItem(enc, it.domain_id, content=content_flags(tokenizer, enc.input_ids, enc.labels, flags,
+                                                                        skip_copied=skip_copied), twin_of=i))
+    return twins
+
+
+def swap_in_twins(plan: List[List[int]], twin: dict, share: float, seed: int, tag: str = "phase2") -> List[List[int]]:
+    """Each row ``i`` of ``plan`` that has a twin (``twin[i]``) replaced by it with probability ``share``,
+    drawn from ``(seed, tag)``: the same plan on every resume."""
+    if share <= 0 or not twin:
+        return plan
+    gen = _generator(seed, tag, "plain_formats")
+    out = []
+    for step in plan:
+        draws = torch.rand(len(step), generator=gen).tolist()
+        out.append([twin[i] if i in twin and u < share else i for i, u in zip(step, draws)])
+    return out
+
+
+def forget_domain_of(example, retain_domain: str) -> str:
+    """The forget sub-domain an example names; "forget" when it names none (or the retain domain)."""
+    return example.domain if example.domain and example.domain != retain_domain else "forget"
 
 
 def collate_items(items: Sequence[TrainItem], pad_token_id: int) -> dict:

@@ -8,7 +8,8 @@
    answer tokens of D_R ∪ D_F (cross-entropy); every token is routed to the retain expert; on
    low-entropy tokens neither A nor B_R receives gradient.
 3. Phase II, as built (docs/method.md §4): the question router is fitted first; forget examples run
-   through the inference gates (their domain's router logits); the hinge pushes their low-entropy
+   through the inference gates (their domain's router logits), a ``plain_prompt_share`` of them under a
+   prompt without the chat template (docs/method.md §4, "Prompt formats"); the hinge pushes their low-entropy
    content tokens and the structural KL (against kept top-k base targets) holds every other
    position; only the forget experts train; phase II ends early once the forget answers the last
    steps trained on have a mean probability of at most ``stop_forget_probability`` (or, as options,
@@ -43,7 +44,8 @@ from alter.modeling.entropy import is_high, resolve_theta, shift_entropy
 from alter.modeling.model import AlterModel, wrap
 from alter.modeling.question_router import QuestionRouter
 from alter.train import checkpoint as ckpt
-from alter.train.batches import TrainItem, collate_items, encode_items, phase1_plan, phase2_plan, rank_share
+from alter.train.batches import (TrainItem, collate_items, encode_items, forget_domain_of, phase1_plan, phase2_plan,
+                                 plain_twins, rank_share, swap_in_twins)
 from alter.train.stopping import EarlyStop
 from alter.train.router_bank import configure_units, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
@@ -117,15 +119,6 @@ class AlterTrainer:
         self._only_expert: Optional[int] = None          # the one expert phase II trains (train_new_domain)
 
     # ------------------------------------------------------------------ preparation
-    def _forget_domain_names(self) -> List[str]:
-        cfg = self.config
-        names = []
-        for ex in self.forget:
-            d = ex.domain if ex.domain and ex.domain != cfg.retain_domain else "forget"
-            if d not in names:
-                names.append(d)
-        return names
-
     def _pad(self) -> int:
         return pad_id(self.tokenizer)
 
@@ -143,7 +136,7 @@ class AlterTrainer:
             model = self._raw_model
         else:
             if auto_k is None:
-                names = self._forget_domain_names()
+                names = list(dict.fromkeys(forget_domain_of(ex, cfg.retain_domain) for ex in self.forget))
             else:
                 names = [f"forget_{k}" for k in range(auto_k)]
             given = list(cfg.forget_domains)
@@ -163,13 +156,13 @@ class AlterTrainer:
             clusters = cluster_forget_examples(model, probe, auto_k, self._pad(), cfg.seed)
             forget_ids = [1 + c for c in clusters]
         else:
-            forget_ids = []
-            for ex in self.forget:
-                d = ex.domain if ex.domain and ex.domain != cfg.retain_domain else "forget"
-                forget_ids.append(model.domain_index(d))
+            forget_ids = [model.domain_index(forget_domain_of(ex, cfg.retain_domain)) for ex in self.forget]
         self.items = encode_items(self.tokenizer, self.forget + self.retain, forget_ids + [0] * len(self.retain),
                                   system_prompt=cfg.system_prompt, max_length=cfg.max_length,
                                   skip_copied=cfg.hinge_tokens == "new_content")
+        if cfg.plain_prompt_share > 0:       # forget rows under a plain prompt too (docs/method.md §4)
+            self.items += plain_twins(self.tokenizer, self.forget, self.items, max_length=cfg.max_length,
+                                      skip_copied=cfg.hinge_tokens == "new_content", seed=cfg.seed)
         self._check_token_ids(model)
         if not cfg.token_entropy:                # AsymLoRA ablation: every token counts as low entropy
             for it in self.items:
@@ -231,12 +224,15 @@ class AlterTrainer:
                     if targets is not None:
                         self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
         if fit_router:      # the banks hold the routing unit's features as generation reads them
-            self._fit_question_router(unit_features(model, self.items, order, bs, self._pad(), self._show_progress()))
+            rows = [i for i in order if self.items[i].twin_of < 0]       # a twin repeats its item's question
+            self._fit_question_router(unit_features(model, self.items, rows, bs, self._pad(), self._show_progress()))
+            for it in self.items:           # a twin is routed as strongly as its question (docs/method.md §4)
+                it.route_strength = self.items[it.twin_of].route_strength if it.twin_of >= 0 else it.route_strength
         if not need_entropy:
             return torch.empty(0)
         answer = []
         for it in self.items:
-            if it.position_entropy is None:          # a retain row that only fed the router's bank
+            if it.position_entropy is None or it.twin_of >= 0:      # a router-only retain row; a twin
                 continue
             labels = torch.tensor(it.encoded.labels)
             sel = labels[1:] != IGNORE_INDEX
@@ -303,11 +299,13 @@ class AlterTrainer:
         cfg = self.config
         n = len(self.items)
         retain_idx = [i for i in range(n) if self.items[i].domain_id == 0]
-        forget_idx = [i for i in range(n) if self.items[i].domain_id != 0
+        forget_idx = [i for i in range(n) if self.items[i].domain_id != 0 and self.items[i].twin_of < 0
                       and (forget_domains is None or self.items[i].domain_id in forget_domains)]
         plans = {}
         if cfg.phase1_epochs > 0 and forget_domains is None and cfg.token_entropy:
-            plans["phase1"] = phase1_plan(n, cfg.batch_size, cfg.phase1_epochs, cfg.seed)
+            rows = [i for i in range(n) if self.items[i].twin_of < 0]          # twins train in phase II only
+            plans["phase1"] = [[rows[j] for j in s] for s in phase1_plan(len(rows), cfg.batch_size, cfg.phase1_epochs,
+                                                                          cfg.seed)]
         # with the question router only forget experts train in phase II, and a retain question reaches them
         # only when routed wrongly: retain examples run only as that anchor (anchor_per_forget)
         per_forget = cfg.anchor_per_forget if self.model.question_router is not None else cfg.retain_per_forget
@@ -316,8 +314,9 @@ class AlterTrainer:
         per_epoch = max(1, math.ceil(len(forget_idx) / cfg.batch_size))
         if cfg.phase2_min_steps and per_epoch * epochs < cfg.phase2_min_steps:
             epochs = float(math.ceil(cfg.phase2_min_steps / per_epoch))
-        plans["phase2"] = phase2_plan(forget_idx, retain_idx, cfg.batch_size, epochs,
-                                      per_forget, cfg.seed)
+        twin = {it.twin_of: i for i, it in enumerate(self.items) if it.twin_of >= 0}
+        plans["phase2"] = swap_in_twins(phase2_plan(forget_idx, retain_idx, cfg.batch_size, epochs, per_forget,
+                                                    cfg.seed), twin, cfg.plain_prompt_share, cfg.seed)
         return plans
 
     def _state_scope(self, phase: str, batch: dict):
@@ -456,7 +455,8 @@ class AlterTrainer:
         running: Dict[str, float] = {}
         stop = None
         if phase == "phase2":
-            stop = EarlyStop.build(self.config, self.tokenizer, self.forget, plan,
+            origin = [[i if self.items[i].twin_of < 0 else self.items[i].twin_of for i in s] for s in plan]
+            stop = EarlyStop.build(self.config, self.tokenizer, self.forget, origin,
                                    lambda i: self.items[i].domain_id != 0,
                                    ckpt.read_progress(resume_from).get("stop_window") if resume_from else None,
                                    reference=self.stop_reference)
