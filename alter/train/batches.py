@@ -96,7 +96,7 @@ PLAIN_FORMATS = (("{question}\n", ""), ("Q: {question}\nA:", " "))
 def plain_twins(tokenizer, examples: Sequence, items: Sequence[TrainItem], *, max_length: int = 256,
                 skip_copied: bool = False, seed: int = 0) -> List[TrainItem]:
     """For ``items[i]`` (encoded from ``examples[i]`` under the chat template), the same question and answer
-    under one of :data:`PLAIN_FORMATS` (chosen per example from ``seed``), marked ``twin_of=i``. None for a
+    under one of :data:`PLAIN_FORMATS` (chosen per example from ``seed``), marked ``twin_of=i``. No twin for a
     tokenizer without a chat template (its prompts are plain already) or a passage (no question)."""
     if not has_chat_template(tokenizer):
         return []
