@@ -40,8 +40,20 @@ def _examples():
 
 @pytest.fixture(scope="module")
 def smollm2():
+    """The embedded SmolLM2-135M-Instruct; or, where ``$ALTER_BENCH_MODEL_SHAPE`` names a folder with its
+    ``config.json`` and tokenizer (a machine without the 94 MB GGUF, e.g. a lent GPU), a model of the same
+    architecture with random weights: step and token times depend on the shapes, not on the weights."""
+    import os
+
     from alter.modeling import model_loading
 
+    shape_dir = os.environ.get("ALTER_BENCH_MODEL_SHAPE")
+    if shape_dir:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape_dir), dtype=torch.float32)
+        return model.to(DEVICE).eval(), AutoTokenizer.from_pretrained(shape_dir)
     try:
         model, tok = model_loading.load("smollm2-135m", device=DEVICE)
     except Exception as exc:                       # the embedded model is an install extra of the README

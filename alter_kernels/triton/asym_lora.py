@@ -82,7 +82,7 @@ def _shrink_gate_kernel(x_ptr, a_ptr, g_ptr, h_ptr, hg_ptr, N, D_IN, R, E,
         if INTERP:
             x = x.to(CT)
             a = a.to(CT)
-        acc = tl.dot(x, tl.trans(a), acc, input_precision=PRECISION)
+        acc = tl.dot(x, tl.trans(a), acc, input_precision=PRECISION, out_dtype=CT)
 
     out_ty: tl.constexpr = h_ptr.dtype.element_ty
     h = _round_to(acc, out_ty, INTERP)
@@ -136,7 +136,7 @@ def _expand_add_kernel(hg_ptr, b_ptr, out_ptr, N, D_OUT, K, scaling,
         if INTERP:
             a = a.to(CT)
             b = b.to(CT)
-        acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION)
+        acc = tl.dot(a, tl.trans(b), acc, input_precision=PRECISION, out_dtype=CT)
 
     res = acc * scaling
     if HAS_OUT:
@@ -197,7 +197,7 @@ def _expand_backward_kernel(go_ptr, b_ptr, h_ptr, g_ptr, dh_ptr, dg_ptr, N, D_OU
         if INTERP:
             go = go.to(CT)
             b = b.to(CT)
-        acc = tl.dot(go, b, acc, input_precision=PRECISION)
+        acc = tl.dot(go, b, acc, input_precision=PRECISION, out_dtype=CT)
 
     dhg = tl.reshape(acc * scaling, (BLOCK_M, EC, R_PAD))
     ee = pid_c * EC + tl.arange(0, EC)

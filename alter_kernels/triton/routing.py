@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -82,19 +83,35 @@ def _route_kernel(ent_ptr, u_ptr, out_ptr, N, E, stride_u, theta_hi, theta_mid, 
     tl.store(out_ptr + rows.to(tl.int64)[:, None] * E + cols[None, :], gates, mask=mask)
 
 
+def _rounded(theta: float, dtype: torch.dtype) -> float:
+    """``theta`` rounded to ``dtype`` as ``torch.tensor(theta, dtype=dtype)`` rounds it (through fp32,
+    to nearest-even), computed on the host without making a tensor (no device work, nothing to sync)."""
+    with np.errstate(over="ignore"):
+        f32 = np.float32(theta)
+    if dtype == torch.float32 or not np.isfinite(f32):
+        return float(f32)
+    if dtype == torch.float16:
+        with np.errstate(over="ignore"):
+            return float(np.float16(f32))
+    if dtype == torch.bfloat16:
+        bits = int(f32.view(np.uint32))
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return float(np.uint32(bits & 0xFFFFFFFF).view(np.float32))
+    raise ValueError(f"no rounding rule for {dtype}")
+
+
 def _split_theta(theta: float, entropy_dtype: torch.dtype):
     """theta as (hi, mid, lo) fp32-exact parts, see :func:`_route_kernel`."""
     if entropy_dtype != torch.float64:
         # rounded to the entropy's dtype, as torch does when comparing a tensor with a Python float
-        return float(torch.tensor(theta, dtype=entropy_dtype)), 0.0, 0.0
+        return _rounded(theta, entropy_dtype), 0.0, 0.0
     if not math.isfinite(theta):
         return theta, 0.0, 0.0
-    f32 = lambda v: float(torch.tensor(v, dtype=torch.float32))
-    hi = f32(theta)
+    hi = _rounded(theta, torch.float32)
     if not math.isfinite(hi):                        # |theta| beyond fp32: every fp32-sized H is on one side
         return hi, 0.0, 0.0
-    mid = f32(theta - hi)
-    lo = f32(theta - hi - mid)
+    mid = _rounded(theta - hi, torch.float32)
+    lo = _rounded(theta - hi - mid, torch.float32)
     return hi, mid, lo
 
 

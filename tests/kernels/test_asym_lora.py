@@ -166,7 +166,7 @@ def perturbed(inp, rows, *, what):
     g = torch.Generator().manual_seed(99)
     for key in what:
         t = inp[key].clone()
-        t[rows] = torch.randn(t[rows].shape, generator=g, dtype=t.dtype) * 3.0
+        t[rows] = (torch.randn(t[rows].shape, generator=g, dtype=t.dtype) * 3.0).to(t.device)
         out[key] = t
     return out
 
