@@ -176,6 +176,9 @@ def test_bench_runs_what_alter_train_benchmark_ran(monkeypatch, tmp_path):
     assert (s.dataset, s.tofu_split, s.data_dir) == ("tofu", "report", str(tmp_path.resolve()))
     assert s.methods == ["retain", "finetune", "alter"]
     assert seen["threads"] == 2 and seen["tuning"] is False and str(seen["out"]) == "alter_runs/tofu-report"
+    assert s.eval_robustness == 12                                   # the TOFU default
+    assert bench.main(["--benchmark", "tofu", "--data", str(tmp_path), "--robustness-questions", "100"]) == 0
+    assert seen["settings"].eval_robustness == 100
     # the sweep: the tune split, one run per learning rate, its own folder
     assert bench.main(["--benchmark", "tofu", "--data", str(tmp_path), "--tune", "--methods", "ga"]) == 0
     s = seen["settings"]
@@ -197,6 +200,8 @@ def test_bench_runs_what_alter_train_benchmark_ran(monkeypatch, tmp_path):
     (["--benchmark", "tofu", "--data", ".", "--tune", "--tofu-split", "report"], "use --tuned"),
     (["--benchmark", "tofu", "--data", ".", "--tuned", "/no/tuned.json"], "no such file"),
     (["--compare", "--methods", "ga,magic"], "unknown method"),
+    (["--benchmark", "muse-news", "--data", ".", "--robustness-questions", "100"], "applies to --benchmark tofu"),
+    (["--benchmark", "tofu", "--data", ".", "--robustness-questions", "-1"], "applies to --benchmark tofu"),
 ])
 def test_bench_bad_flags_give_one_clear_line(monkeypatch, capsys, argv, expect):
     seen = _fake_run_compare(monkeypatch)

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     tofu.add_argument("--requests", type=int, default=None, metavar="N", help="muse-news: unlearn the fold as N "
                       "sequential requests (ALTER: one new expert each; a baseline: each request fine-tunes the "
                       "previous model) and score every request after each one")
+    tofu.add_argument("--robustness-questions", type=int, default=None, metavar="N", help="tofu: forget and retain "
+                      "questions asked under each prompt variant of the robustness table (default 12; the tune and "
+                      "report splits hold 100 forget questions each; 0: no robustness table)")
     p.add_argument("--output", default=None, help="output directory (default: alter_runs/compare, "
                    "alter_runs/tofu-<split>[-sweep], alter_runs/compare-quick with --quick)")
     p.add_argument("--resume", action="store_true", help="keep the methods whose results are already in --output "
@@ -105,6 +108,8 @@ def _check(args) -> None:
         raise UsageError("--data, --tune, --tuned and --split only apply to --benchmark")
     if args.requests is not None and (args.benchmark != "muse-news" or args.requests < 1):
         raise UsageError("--requests N (N >= 1) applies to --benchmark muse-news")
+    if args.robustness_questions is not None and (args.benchmark != "tofu" or args.robustness_questions < 0):
+        raise UsageError("--robustness-questions N (N >= 0) applies to --benchmark tofu")
     if args.benchmark == "muse-news" and (args.tune or args.tuned):
         raise UsageError("--tune / --tuned sweep on TOFU; on MUSE-News give the baselines' rates as method specs "
                          "(npo@lr=1e-05) and run --split tune to choose them")
@@ -130,6 +135,8 @@ def run_comparison(args) -> int:
     if args.benchmark == "muse-news":
         values.update(MUSE_NEWS, data_dir=_data_dir(args.data, "muse-news"), tofu_split=split,
                       muse_requests=args.requests or 0)
+    if args.robustness_questions is not None:
+        values["eval_robustness"] = args.robustness_questions
     if args.quick:
         values.update(QUICK)
     if args.tuned:

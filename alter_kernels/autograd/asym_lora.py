@@ -14,6 +14,10 @@ Backward, with G = dL/d(out):
 The launchers (``shrink_gate``, ``expand_add``, ``expand_backward``) come from a backend module:
 ``alter_kernels.triton.asym_lora`` on CUDA, ``alter_kernels.composite.asym_lora`` elsewhere. The
 weight gradients and ``G W0`` are plain GEMMs and go to torch (cuBLAS / oneDNN).
+
+The inputs arrive validated and contiguous from :mod:`alter_kernels.ops.asym_lora` (the only
+caller), so the launchers are called with ``checked=False``: their own checks would repeat that
+validation on every forward and backward.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ import torch
 def asym_lora_forward(x, A, B, gates, scaling: float, weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
                       ops, B_cat: Optional[torch.Tensor] = None):
     """The forward of :class:`AsymLoRAFunction` alone: ``(out, B_cat, h, hg)`` (also the no-grad path).
-    ``B_cat`` is B in its expand layout when the caller keeps it (then ``B`` may be None)."""
+    ``B_cat`` is B in its expand layout when the caller keeps it (then ``B`` may be None). The
+    inputs must have passed :mod:`alter_kernels.ops.asym_lora`'s checks (the launchers skip theirs)."""
     if B_cat is None:
         E, d_out, r = B.shape
         B_cat = B.permute(1, 0, 2).reshape(d_out, E * r)
-    h, hg = ops.shrink_gate(x, A, gates)
+        if E > 1 and r == 1:                         # then reshape returns a view with stride d_out along E:
+            B_cat = B_cat.contiguous()               # the expand launchers read B_cat with unit inner stride
+    h, hg = ops.shrink_gate(x, A, gates, checked=False)
     out = None
     if weight is not None:
         out = torch.nn.functional.linear(x, weight, bias)
-    out = ops.expand_add(hg, B_cat, scaling, out)
+    out = ops.expand_add(hg, B_cat, scaling, out, checked=False)
     return out, B_cat, h, hg
 
 
@@ -63,11 +70,12 @@ class AsymLoRAFunction(torch.autograd.Function):
         dx = dA = dB = dgates = dW = dbias = None
 
         if need_x or need_A or need_g:
-            dh, dg = ctx.ops.expand_backward(grad_out, B_cat, h, gates, s)
+            dh, dg = ctx.ops.expand_backward(grad_out, B_cat, h, gates, s, checked=False)
             if need_g:
                 dgates = dg
             if need_A:
-                dh_a = dh if a_mask is None else dh * a_mask.unsqueeze(1).to(dh.dtype)
+                # a bool mask multiplies as 0 / 1 in dh's dtype (the same values as a cast mask, one op fewer)
+                dh_a = dh if a_mask is None else dh * a_mask.unsqueeze(1)
                 dA = torch.mm(dh_a.t(), x)
             if need_x:
                 if weight is not None:
@@ -75,7 +83,7 @@ class AsymLoRAFunction(torch.autograd.Function):
                 else:
                     dx = torch.mm(dh, A)
         if need_B:
-            hg_b = hg if b_mask is None else hg * b_mask.unsqueeze(1).to(hg.dtype)
+            hg_b = hg if b_mask is None else hg * b_mask.unsqueeze(1)
             dB_cat = torch.mm(grad_out.t(), hg_b).mul_(s)                   # [d_out, E*r]
             dB = dB_cat.view(d_out, E, r).permute(1, 0, 2).contiguous()
         if need_w:

@@ -9,6 +9,10 @@ three launchers with the same contracts.
 
 Shapes: x [N, d_in], A [r, d_in], gates [N, E], B_cat [d_out, E*r] (B_cat[:, e*r:(e+1)*r] = B_e),
 h [N, r], hg [N, E*r] (hg[n, e*r + j] = gates[n, e] * h[n, j]). All in x's dtype.
+
+The keyword ``checked`` exists for the Triton launchers' signature (``checked=False`` skips their
+input checks); these launchers make no checks of their own (torch's ops raise on bad shapes) and
+ignore it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Callable, Optional, Tuple
 import torch
 
 
-def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor, *,
+                checked: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """h = x A^T and the gate-scaled copy hg, one block of r columns per expert."""
     h = torch.nn.functional.linear(x, A)
     n, e = gates.shape
@@ -26,7 +31,8 @@ def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor) -> Tuple[
     return h, hg
 
 
-def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optional[torch.Tensor]) -> torch.Tensor:
+def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optional[torch.Tensor], *,
+               checked: bool = True) -> torch.Tensor:
     """out += scaling * hg B_cat^T (allocated when ``out`` is None)."""
     if out is None:
         return torch.mm(hg, B_cat.t()).mul_(scaling)
@@ -34,7 +40,7 @@ def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optio
 
 
 def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor, gates: torch.Tensor,
-                    scaling: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                    scaling: float, *, checked: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """From dL/d(out): dh [N, r] = sum_e g_e * (s G B_e) and dgates [N, E] = <s G B_e, h>."""
     n, e = gates.shape
     r = h.shape[1]

@@ -7,12 +7,14 @@ composite PyTorch ops (CPU).
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional
 
 import torch
 
 from alter_kernels import _checks
 from alter_kernels._backend import select
+from alter_kernels.autograd.asym_lora import AsymLoRAFunction, asym_lora_forward
 from alter_kernels.ops._common import needs_autograd as _needs_autograd
 
 
@@ -46,11 +48,17 @@ def _check_asym_lora_inputs(x, A, B, gates, scaling, a_grad_mask, b_grad_mask):
     return s, a_grad_mask, b_grad_mask
 
 
+_ops_modules = {}                                    # uses Triton? -> launcher module, imported on first use
+
+
 def _asym_lora_ops(device: torch.device):
-    if select(device, has_cpp=False) == "triton":
-        from alter_kernels.triton import asym_lora as ops
-    else:
-        from alter_kernels.composite import asym_lora as ops
+    """The launcher module for ``device``: the backend is resolved per call (it can be forced per
+    block or by the environment); only the import is done once."""
+    triton = select(device, has_cpp=False) == "triton"
+    ops = _ops_modules.get(triton)
+    if ops is None:
+        ops = _ops_modules[triton] = importlib.import_module(
+            "alter_kernels.triton.asym_lora" if triton else "alter_kernels.composite.asym_lora")
     return ops
 
 
@@ -70,7 +78,6 @@ def asym_lora(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, gates: torch.Te
     gates are never masked.
     """
     s, a_grad_mask, b_grad_mask = _check_asym_lora_inputs(x, A, B, gates, scaling, a_grad_mask, b_grad_mask)
-    from alter_kernels.autograd.asym_lora import AsymLoRAFunction, asym_lora_forward
     x, A, B = x.contiguous(), A.contiguous(), B.contiguous()
     gates = gates.to(x.dtype).contiguous()
     if not _needs_autograd(x, A, B, gates):            # inference: the same math without autograd's bookkeeping
@@ -99,7 +106,6 @@ def fused_alter_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
             raise ValueError(f"bias must have shape [{B.shape[1]}], got {tuple(bias.shape)}")
     _checks.check_same_device(x=x, weight=weight, bias=bias)
     _checks.check_same_dtype(x=x, weight=weight, bias=bias)
-    from alter_kernels.autograd.asym_lora import AsymLoRAFunction, asym_lora_forward
     x, A, B = x.contiguous(), A.contiguous(), B.contiguous()
     gates = gates.to(x.dtype).contiguous()
     if not _needs_autograd(x, A, B, gates, weight, bias):

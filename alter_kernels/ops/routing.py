@@ -63,9 +63,12 @@ def route(entropy: torch.Tensor, router_logits: torch.Tensor, theta: float, *, t
         return route_reference(entropy, router_logits, theta, **kwargs)
     backend = select(router_logits.device, has_cpp=True)
     if backend == "triton":
-        from alter_kernels.triton.routing import route_triton as run
-    elif backend == "cpp":
-        from alter_kernels.cpu.routing import route_cpp as run
-    else:
-        return route_reference(entropy, router_logits, theta, **kwargs)
-    return run(entropy.contiguous(), router_logits.contiguous(), theta, **kwargs)
+        from alter_kernels.triton.routing import route_triton
+
+        # validated above, so the launcher skips its own checks
+        return route_triton(entropy.contiguous(), router_logits.contiguous(), theta, checked=False, **kwargs)
+    if backend == "cpp":
+        from alter_kernels.cpu.routing import route_cpp
+
+        return route_cpp(entropy.contiguous(), router_logits.contiguous(), theta, **kwargs)
+    return route_reference(entropy, router_logits, theta, **kwargs)

@@ -218,8 +218,20 @@ def _expand_backward_kernel(go_ptr, b_ptr, h_ptr, g_ptr, dh_ptr, dg_ptr, N, D_OU
 # ---------------------------------------------------------------------------------------------
 # launchers
 # ---------------------------------------------------------------------------------------------
+#
+# Host cost: on the GPU these kernels run for microseconds, so the Python around a launch shows
+# in a layer's wall time. Two things are therefore not redone per call:
+# - the launch plan (tiles, warps, grid, tl.dot precision) is a pure function of the sizes, the
+#   dtype, the device and two switches (whether Triton interprets, torch's allow_tf32), so it is
+#   memoised per distinct key (:func:`_shrink_plan`, :func:`_expand_add_plan`,
+#   :func:`_expand_backward_plan`); the switches are read at every call and are part of the key;
+# - the input checks: a caller that has made them already (the autograd wrapper behind
+#   :func:`alter_kernels.asym_lora` and :func:`alter_kernels.fused_alter_linear`, whose inputs
+#   the ops layer validated and made contiguous) passes ``checked=False``. Direct callers keep the
+#   default and get the same errors as before.
 
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_PLANS = 4096                 # plans kept per launcher (least recently used dropped): N varies with the batch
 
 
 @functools.lru_cache(maxsize=None)
@@ -227,31 +239,39 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _launch_options(dtype: torch.dtype, device: torch.device):
-    """(input_precision for tl.dot, INTERP flag, accumulation dtype) for ``dtype`` on ``device``.
+def _switches(dtype: torch.dtype, device: torch.device) -> Tuple[bool, bool]:
+    """(interp, tf32): what a launch plan depends on besides sizes, dtype and device. Read at every
+    call, as both can change while the process runs (``TRITON_INTERPRET``,
+    ``torch.backends.cuda.matmul.allow_tf32``); tf32 matters, and is read, only for fp32 on the GPU."""
+    interp = device.type != "cuda" or triton_interpreting()
+    return interp, (dtype == torch.float32 and not interp and bool(torch.backends.cuda.matmul.allow_tf32))
+
+
+def _launch_options(dtype: torch.dtype, interp: bool, tf32: bool) -> dict:
+    """PRECISION (input_precision for tl.dot), INTERP and CT (accumulation dtype) for ``dtype``.
 
     INTERP works around two faults of Triton's interpreter (3.9), none of which exist on the GPU:
     its tl.dot reads bf16 operands as raw integers (so 16-bit operands are fed to it as fp32,
     which is exact) and it truncates fp32 -> bf16 (see :func:`_round_to`).
     """
-    interp = device.type != "cuda" or triton_interpreting()
     if dtype == torch.float32 and not interp:
-        precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+        precision = "tf32" if tf32 else "tf32x3"
     elif dtype == torch.float64 or interp:
         precision = "ieee"
     else:
         precision = "tf32"                          # ignored for 16-bit operands
-    return precision, interp, (tl.float64 if dtype == torch.float64 else tl.float32)
+    return dict(PRECISION=precision, INTERP=interp, CT=(tl.float64 if dtype == torch.float64 else tl.float32))
 
 
-def _rows_block(N: int, device: torch.device, cap: int = 64, floor: int = 16, other_programs: int = 1) -> int:
+def _rows_block(N: int, device: torch.device, interp: bool, cap: int = 64, floor: int = 16,
+                other_programs: int = 1) -> int:
     """Rows per program: ``cap``, halved (down to ``floor``) while the grid would leave SMs idle.
 
     Large row tiles amortise the re-reads of the small operand (A or B_cat, from L2) over more
     rows; a small N (decoding) needs smaller tiles to spread the stream over the SMs.
     ``other_programs``: programs along the grid's other axis.
     """
-    if device.type != "cuda" or triton_interpreting():
+    if interp:
         return max(16, min(cap, triton.next_power_of_2(max(N, 1))))
     n_sm = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     block = cap
@@ -275,18 +295,18 @@ def _check_2d(name: str, t, inner_unit: bool = True) -> None:
 # sizes for fp32 / bf16 / fp16 / fp64); element size 2 = 16-bit, 4 = fp32 (3-pass TF32 needs
 # ~3x the operand registers), 8 = fp64.
 
-def _shrink_config(N: int, d_in: int, r: int, dtype: torch.dtype, device: torch.device) -> dict:
-    size = torch.empty((), dtype=dtype).element_size()
+def _shrink_config(N: int, d_in: int, r: int, dtype: torch.dtype, device: torch.device, interp: bool) -> dict:
+    size = dtype.itemsize
     r_pad = max(16, triton.next_power_of_2(r))
-    return dict(BLOCK_M=_rows_block(N, device, cap=64 if r_pad <= 64 else 32),
+    return dict(BLOCK_M=_rows_block(N, device, interp, cap=64 if r_pad <= 64 else 32),
                 BLOCK_K=max(16, min(128 if size == 2 else 64, triton.next_power_of_2(d_in))),
                 R_PAD=r_pad, num_warps=4 if r_pad < 64 else 8, num_stages=3)
 
 
-def _expand_add_config(N: int, d_out: int, K: int, dtype: torch.dtype, device: torch.device) -> dict:
-    size = torch.empty((), dtype=dtype).element_size()
+def _expand_add_config(N: int, d_out: int, K: int, dtype: torch.dtype, device: torch.device, interp: bool) -> dict:
+    size = dtype.itemsize
     block_n = max(16, min({2: 128, 4: 64, 8: 32}[size], triton.next_power_of_2(d_out)))
-    block_m = _rows_block(N, device, cap=64, other_programs=triton.cdiv(d_out, block_n))
+    block_m = _rows_block(N, device, interp, cap=64, other_programs=triton.cdiv(d_out, block_n))
     block_k = max(16, min(64 if size <= 4 else 32, triton.next_power_of_2(K)))
     num_warps = 8 if (size == 2 and block_n == 128) or (size == 8 and block_m == 64) else 4
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps, num_stages=3)
@@ -301,32 +321,69 @@ def _expert_chunking(E: int, r: int, max_width: int) -> Tuple[int, int]:
     return ec, r_pad
 
 
-def _expand_backward_config(N: int, d_out: int, r: int, E: int, dtype: torch.dtype, device: torch.device) -> dict:
-    wide = torch.empty((), dtype=dtype).element_size() == 2
+def _expand_backward_config(N: int, d_out: int, r: int, E: int, dtype: torch.dtype, device: torch.device,
+                            interp: bool) -> dict:
+    wide = dtype.itemsize == 2
     ec, r_pad = _expert_chunking(E, r, 256 if wide else 64)
     n_chunks = triton.cdiv(E, ec)
     width = ec * r_pad
-    block_m = _rows_block(N, device, cap=128 if width <= 64 else (64 if wide else 32), floor=32,
+    block_m = _rows_block(N, device, interp, cap=128 if width <= 64 else (64 if wide else 32), floor=32,
                           other_programs=n_chunks)
     return dict(BLOCK_M=block_m, BLOCK_K=max(16, min(64 if wide else 32, triton.next_power_of_2(d_out))),
                 EC=ec, R_PAD=r_pad, DENSE=(r_pad == r),
                 num_warps=4 if (wide and block_m * width <= 4096) else 8, num_stages=3)
 
 
-def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """h = x A^T [N, r] and hg [N, E*r] with hg[n, e*r + j] = gates[n, e] * h[n, j] — one kernel."""
-    _check_2d("x", x)
-    _check_2d("A", A)
-    _check_2d("gates", gates)
+# The plans: (grid, kernel keywords) of one launch. Memoising them is safe because each is a pure
+# function of its arguments, which are the whole key (the SM count behind _rows_block is fixed per
+# device index, and a tensor's CUDA device always carries its index), and the keyword dict is only
+# ever unpacked (**) into the launch, never changed.
+
+@functools.lru_cache(maxsize=_PLANS)
+def _shrink_plan(N: int, d_in: int, r: int, dtype: torch.dtype, device: torch.device, interp: bool,
+                 tf32: bool) -> Tuple[Tuple[int], dict]:
+    cfg = _shrink_config(N, d_in, r, dtype, device, interp)
+    return (triton.cdiv(N, cfg["BLOCK_M"]),), dict(cfg, **_launch_options(dtype, interp, tf32))
+
+
+@functools.lru_cache(maxsize=_PLANS)
+def _expand_add_plan(N: int, d_out: int, K: int, dtype: torch.dtype, device: torch.device, has_out: bool,
+                     interp: bool, tf32: bool) -> Tuple[Tuple[int, int], dict]:
+    cfg = _expand_add_config(N, d_out, K, dtype, device, interp)
+    grid = (triton.cdiv(N, cfg["BLOCK_M"]), triton.cdiv(d_out, cfg["BLOCK_N"]))
+    return grid, dict(cfg, HAS_OUT=has_out, **_launch_options(dtype, interp, tf32))
+
+
+@functools.lru_cache(maxsize=_PLANS)
+def _expand_backward_plan(N: int, d_out: int, r: int, E: int, dtype: torch.dtype, device: torch.device,
+                          interp: bool, tf32: bool) -> Tuple[Tuple[int, int], dict]:
+    """Grid (n_chunks, row blocks) and keywords; n_chunks = grid[0] expert chunks."""
+    cfg = _expand_backward_config(N, d_out, r, E, dtype, device, interp)
+    grid = (triton.cdiv(E, cfg["EC"]), triton.cdiv(N, cfg["BLOCK_M"]))
+    return grid, dict(cfg, **_launch_options(dtype, interp, tf32))
+
+
+def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor, *,
+                checked: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """h = x A^T [N, r] and hg [N, E*r] with hg[n, e*r + j] = gates[n, e] * h[n, j] — one kernel.
+
+    ``checked=False``: the caller guarantees what the checks enforce (x, A, gates 2-D float with
+    unit inner stride, A [r, d_in] in x's dtype, gates with N rows, one device).
+    """
+    if checked:
+        _check_2d("x", x)
+        _check_2d("A", A)
+        _check_2d("gates", gates)
     N, d_in = x.shape
     r = A.shape[0]
     E = gates.shape[1]
-    if A.shape[1] != d_in:
-        raise ValueError(f"A must have shape [r, d_in={d_in}], got {tuple(A.shape)}")
-    if gates.shape[0] != N:
-        raise ValueError(f"gates must have shape [N={N}, E], got {tuple(gates.shape)}")
-    if A.dtype != x.dtype:
-        raise TypeError(f"A must have x's dtype {x.dtype}, got {A.dtype}")
+    if checked:
+        if A.shape[1] != d_in:
+            raise ValueError(f"A must have shape [r, d_in={d_in}], got {tuple(A.shape)}")
+        if gates.shape[0] != N:
+            raise ValueError(f"gates must have shape [N={N}, E], got {tuple(gates.shape)}")
+        if A.dtype != x.dtype:
+            raise TypeError(f"A must have x's dtype {x.dtype}, got {A.dtype}")
     h = torch.empty(N, r, dtype=x.dtype, device=x.device)
     hg = torch.empty(N, E * r, dtype=x.dtype, device=x.device)
     if N == 0 or r == 0:
@@ -335,34 +392,42 @@ def shrink_gate(x: torch.Tensor, A: torch.Tensor, gates: torch.Tensor) -> Tuple[
         h.zero_()
         hg.zero_()
         return h, hg
-    precision, interp, acc_ty = _launch_options(x.dtype, x.device)
-    cfg = _shrink_config(N, d_in, r, x.dtype, x.device)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]),)
+    grid, kw = _shrink_plan(N, d_in, r, x.dtype, x.device, *_switches(x.dtype, x.device))
     _shrink_gate_kernel[grid](x, A, gates, h, hg, N, d_in, r, E,
-                              x.stride(0), A.stride(0), gates.stride(0), h.stride(0), hg.stride(0),
-                              PRECISION=precision, INTERP=interp, CT=acc_ty, **cfg)
+                              x.stride(0), A.stride(0), gates.stride(0), h.stride(0), hg.stride(0), **kw)
     return h, hg
 
 
-def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optional[torch.Tensor]) -> torch.Tensor:
-    """out += scaling * hg @ B_cat^T in place (allocated, as the plain product, when ``out`` is None)."""
-    _check_2d("hg", hg)
-    _check_2d("B_cat", B_cat)
+def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optional[torch.Tensor], *,
+               checked: bool = True) -> torch.Tensor:
+    """out += scaling * hg @ B_cat^T in place (allocated, as the plain product, when ``out`` is None).
+
+    ``checked=False``: the caller guarantees what the checks enforce (hg, B_cat 2-D float with unit
+    inner stride, B_cat [d_out, K] in hg's dtype, out [N, d_out] on hg's device), except B_cat's
+    inner stride, which is still checked: B_cat is usually made by the caller from B (a view
+    whose inner stride is not 1 when r = 1).
+    """
+    if checked:
+        _check_2d("hg", hg)
+        _check_2d("B_cat", B_cat)
+    elif B_cat.shape[1] > 1 and B_cat.stride(1) != 1:
+        _check_2d("B_cat", B_cat)                    # raises, as the checked call does
     N, K = hg.shape
     d_out = B_cat.shape[0]
-    if B_cat.shape[1] != K:
-        raise ValueError(f"B_cat must have shape [d_out, E*r={K}] to match hg {tuple(hg.shape)}, "
-                         f"got {tuple(B_cat.shape)}")
-    if B_cat.dtype != hg.dtype:
-        raise TypeError(f"B_cat must have hg's dtype {hg.dtype}, got {B_cat.dtype}")
     has_out = out is not None
-    if has_out:
-        _check_2d("out", out, inner_unit=False)
-        if out.shape != (N, d_out):
-            raise ValueError(f"out must have shape [N={N}, d_out={d_out}], got {tuple(out.shape)}")
-        if out.device != hg.device:
-            raise ValueError(f"out is on {out.device} but hg is on {hg.device}")
-    else:
+    if checked:
+        if B_cat.shape[1] != K:
+            raise ValueError(f"B_cat must have shape [d_out, E*r={K}] to match hg {tuple(hg.shape)}, "
+                             f"got {tuple(B_cat.shape)}")
+        if B_cat.dtype != hg.dtype:
+            raise TypeError(f"B_cat must have hg's dtype {hg.dtype}, got {B_cat.dtype}")
+        if has_out:
+            _check_2d("out", out, inner_unit=False)
+            if out.shape != (N, d_out):
+                raise ValueError(f"out must have shape [N={N}, d_out={d_out}], got {tuple(out.shape)}")
+            if out.device != hg.device:
+                raise ValueError(f"out is on {out.device} but hg is on {hg.device}")
+    if not has_out:
         out = torch.empty(N, d_out, dtype=hg.dtype, device=hg.device)
     if N == 0 or d_out == 0:
         return out
@@ -370,36 +435,41 @@ def expand_add(hg: torch.Tensor, B_cat: torch.Tensor, scaling: float, out: Optio
         if not has_out:
             out.zero_()
         return out
-    precision, interp, acc_ty = _launch_options(hg.dtype, hg.device)
-    cfg = _expand_add_config(N, d_out, K, hg.dtype, hg.device)
-    grid = (triton.cdiv(N, cfg["BLOCK_M"]), triton.cdiv(d_out, cfg["BLOCK_N"]))
+    grid, kw = _expand_add_plan(N, d_out, K, hg.dtype, hg.device, has_out, *_switches(hg.dtype, hg.device))
     _expand_add_kernel[grid](hg, B_cat, out, N, d_out, K, float(scaling),
-                             hg.stride(0), B_cat.stride(0), out.stride(0), out.stride(1),
-                             HAS_OUT=has_out, PRECISION=precision, INTERP=interp, CT=acc_ty, **cfg)
+                             hg.stride(0), B_cat.stride(0), out.stride(0), out.stride(1), **kw)
     return out
 
 
 def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor, gates: torch.Tensor,
-                    scaling: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """dh [N, r] = sum_e g_e * (s G B_e) and dgates [N, E] = <s G B_e, h>, without writing dhg."""
-    _check_2d("grad_out", grad_out)
-    _check_2d("B_cat", B_cat)
-    _check_2d("h", h)
-    _check_2d("gates", gates)
+                    scaling: float, *, checked: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """dh [N, r] = sum_e g_e * (s G B_e) and dgates [N, E] = <s G B_e, h>, without writing dhg.
+
+    ``checked=False``: the caller guarantees what the checks enforce (all four 2-D float with unit
+    inner stride, B_cat [d_out, E*r] in grad_out's dtype, h and gates with N rows, one device).
+    """
+    if checked:
+        _check_2d("grad_out", grad_out)
+        _check_2d("B_cat", B_cat)
+        _check_2d("h", h)
+        _check_2d("gates", gates)
     N, d_out = grad_out.shape
     r = h.shape[1]
     E = gates.shape[1]
-    if B_cat.shape != (d_out, E * r):
-        raise ValueError(f"B_cat must have shape [d_out={d_out}, E*r={E * r}], got {tuple(B_cat.shape)}")
-    if h.shape[0] != N or gates.shape[0] != N:
-        raise ValueError(f"h and gates must have N={N} rows, got h {tuple(h.shape)} and gates {tuple(gates.shape)}")
-    if B_cat.dtype != grad_out.dtype:
-        raise TypeError(f"B_cat must have grad_out's dtype {grad_out.dtype}, got {B_cat.dtype}")
+    if checked:
+        if B_cat.shape != (d_out, E * r):
+            raise ValueError(f"B_cat must have shape [d_out={d_out}, E*r={E * r}], got {tuple(B_cat.shape)}")
+        if h.shape[0] != N or gates.shape[0] != N:
+            raise ValueError(f"h and gates must have N={N} rows, got h {tuple(h.shape)} and gates "
+                             f"{tuple(gates.shape)}")
+        if B_cat.dtype != grad_out.dtype:
+            raise TypeError(f"B_cat must have grad_out's dtype {grad_out.dtype}, got {B_cat.dtype}")
     dgates = torch.empty(N, E, dtype=gates.dtype, device=gates.device)
     if N == 0 or r == 0 or E == 0 or d_out == 0:
         return torch.zeros(N, r, dtype=h.dtype, device=h.device), dgates.zero_()
-    cfg = _expand_backward_config(N, d_out, r, E, grad_out.dtype, grad_out.device)
-    n_chunks = triton.cdiv(E, cfg["EC"])
+    grid, kw = _expand_backward_plan(N, d_out, r, E, grad_out.dtype, grad_out.device,
+                                     *_switches(grad_out.dtype, grad_out.device))
+    n_chunks = grid[0]
     if n_chunks == 1:
         dh = torch.empty(N, r, dtype=h.dtype, device=h.device)
         stride_dhc = 0
@@ -407,12 +477,9 @@ def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor
         dh = torch.empty(n_chunks, N, r, dtype=torch.float64 if h.dtype == torch.float64 else torch.float32,
                          device=h.device)
         stride_dhc = dh.stride(0)
-    precision, interp, acc_ty = _launch_options(grad_out.dtype, grad_out.device)
-    grid = (n_chunks, triton.cdiv(N, cfg["BLOCK_M"]))
     _expand_backward_kernel[grid](grad_out, B_cat, h, gates, dh, dgates, N, d_out, r, E, float(scaling),
                                   grad_out.stride(0), B_cat.stride(0), h.stride(0), gates.stride(0), stride_dhc,
-                                  dh.stride(-2), dgates.stride(0),
-                                  PRECISION=precision, INTERP=interp, CT=acc_ty, **cfg)
+                                  dh.stride(-2), dgates.stride(0), **kw)
     if n_chunks > 1:
         dh = dh.sum(0).to(h.dtype)
     return dh, dgates
@@ -420,10 +487,20 @@ def expand_backward(grad_out: torch.Tensor, B_cat: torch.Tensor, h: torch.Tensor
 
 def bind_inference(weight: torch.Tensor, bias: Optional[torch.Tensor], A: torch.Tensor, B_cat: torch.Tensor,
                    scaling: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``launch(x, gates)``: cuBLAS base GEMM, then the shrink-gate and expand-add kernels above."""
+    """``launch(x, gates)``: cuBLAS base GEMM, then the shrink-gate and expand-add kernels above.
+
+    A and B_cat are checked here, once; ``launch`` skips the launchers' checks, so its caller
+    (:func:`alter_kernels.alter_linear_inference_fn`, which has checked the bound weights' shapes,
+    dtype and device) passes x ``[N, d_in]`` in A's dtype and gates ``[N, E]``, both contiguous, and
+    does not change the bound tensors' shapes, strides, dtype or device (in-place value updates
+    are seen).
+    """
+    _check_2d("A", A)
+    _check_2d("B_cat", B_cat)
     linear = torch.nn.functional.linear
 
     def launch(x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        return expand_add(shrink_gate(x, A, gates)[1], B_cat, scaling, linear(x, weight, bias))
+        hg = shrink_gate(x, A, gates, checked=False)[1]
+        return expand_add(hg, B_cat, scaling, linear(x, weight, bias), checked=False)
 
     return launch

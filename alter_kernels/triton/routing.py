@@ -6,7 +6,9 @@ Kernel: :func:`_route_kernel`; launcher: :func:`route_triton`, with the semantic
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -101,7 +103,15 @@ def _rounded(theta: float, dtype: torch.dtype) -> float:
 
 
 def _split_theta(theta: float, entropy_dtype: torch.dtype):
-    """theta as (hi, mid, lo) fp32-exact parts, see :func:`_route_kernel`."""
+    """theta as (hi, mid, lo) fp32-exact parts, see :func:`_route_kernel`. Memoised (numpy's error
+    states make it cost a microsecond or more per call, and a model routes with one theta): a pure function of
+    (theta, dtype); the key also holds theta's sign, so that -0.0 and 0.0 (equal as keys) keep
+    their own entries."""
+    return _split_theta_cached(theta, math.copysign(1.0, theta), entropy_dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _split_theta_cached(theta: float, sign: float, entropy_dtype: torch.dtype):
     if entropy_dtype != torch.float64:
         # rounded to the entropy's dtype, as torch does when comparing a tensor with a Python float
         return _rounded(theta, entropy_dtype), 0.0, 0.0
@@ -115,36 +125,48 @@ def _split_theta(theta: float, entropy_dtype: torch.dtype):
     return hi, mid, lo
 
 
+@functools.lru_cache(maxsize=4096)
+def _route_plan(N: int, E: int) -> Tuple[Tuple[int], int, int]:
+    """(grid, BLOCK_N, E_PAD) for N tokens over E experts; memoised, as a pure function of (N, E)."""
+    e_pad = max(2, triton.next_power_of_2(E))
+    block_n = max(16, min(triton.next_power_of_2(N), 2048 // e_pad))    # <= 2048 gate entries per program
+    return (triton.cdiv(N, block_n),), block_n, e_pad
+
+
 def route_triton(entropy: torch.Tensor, router_logits: torch.Tensor, theta: float, *, tau_high: float = 2.0,
-                 tau_low: float = 0.5, top_k: int = 3, retain_index: int = 0, mode: str = "infer") -> torch.Tensor:
+                 tau_low: float = 0.5, top_k: int = 3, retain_index: int = 0, mode: str = "infer",
+                 checked: bool = True) -> torch.Tensor:
     """Gate weights ``[N, E]`` fp32 from entropies and router logits (docs/method.md §1 and §3).
 
     Same semantics as :func:`alter_kernels.reference.route_reference`; arguments are validated
     by :func:`alter_kernels.route`. ``entropy`` ``[N]`` float, ``router_logits`` ``[N, E]`` float
-    with unit stride along E, both on one device.
+    with unit stride along E, both on one device. ``checked=False`` (from
+    :func:`alter_kernels.route`, which has made them) skips the checks of the shapes, ``mode`` and
+    ``retain_index``.
     """
-    if not isinstance(router_logits, torch.Tensor) or router_logits.dim() != 2:
-        raise ValueError("router_logits must be a 2-D tensor [N, E]")
+    if checked:
+        if not isinstance(router_logits, torch.Tensor) or router_logits.dim() != 2:
+            raise ValueError("router_logits must be a 2-D tensor [N, E]")
     N, E = router_logits.shape
-    if not isinstance(entropy, torch.Tensor) or entropy.shape != (N,):
-        raise ValueError(f"entropy must be a tensor of shape [{N}], got {getattr(entropy, 'shape', None)}")
-    if E < 1:
-        raise ValueError(f"router_logits must have at least one expert column, got shape {tuple(router_logits.shape)}")
-    if mode not in ("infer", "train"):
-        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
-    if not 0 <= int(retain_index) < E:
-        raise ValueError(f"retain_index must be in [0, {E}), got {retain_index}")
+    if checked:
+        if not isinstance(entropy, torch.Tensor) or entropy.shape != (N,):
+            raise ValueError(f"entropy must be a tensor of shape [{N}], got {getattr(entropy, 'shape', None)}")
+        if E < 1:
+            raise ValueError(f"router_logits must have at least one expert column, got shape "
+                             f"{tuple(router_logits.shape)}")
+        if mode not in ("infer", "train"):
+            raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+        if not 0 <= int(retain_index) < E:
+            raise ValueError(f"retain_index must be in [0, {E}), got {retain_index}")
     if E > 1 and router_logits.stride(1) != 1:
         router_logits = router_logits.contiguous()
     entropy = entropy.contiguous()
     out = torch.empty(N, E, dtype=torch.float32, device=router_logits.device)
     if N == 0:
         return out
-    e_pad = max(2, triton.next_power_of_2(E))
-    block_n = max(16, min(triton.next_power_of_2(N), 2048 // e_pad))    # <= 2048 gate entries per program
+    grid, block_n, e_pad = _route_plan(N, E)
     hi, mid, lo = _split_theta(float(theta), entropy.dtype)
     k = max(0, min(int(top_k), E - 1))
-    grid = (triton.cdiv(N, block_n),)
     _route_kernel[grid](entropy, router_logits, out, N, E, router_logits.stride(0) if N > 1 else E, hi, mid, lo,
                         float(tau_high), float(tau_low), k, int(retain_index), BLOCK_N=block_n, E_PAD=e_pad,
                         TRAIN=(mode == "train"), ENT_F64=(entropy.dtype == torch.float64), num_warps=4)

@@ -310,6 +310,21 @@ def test_triton_matches_reference(fused, use_masks, device):
 
 
 @pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("fused", [False, True], ids=["asym_lora", "fused_alter_linear"])
+def test_triton_rank_one_with_several_experts(fused, device):
+    # r = 1: B [E, d_out, 1] in the expand layout [d_out, E] is a strided view; the launch needs it contiguous
+    inp = make_inputs(7, 6, 5, 1, 3, dtype=torch.float32, device=device, seed=13)
+    names = ("x", "A", "B", "gates")
+    with ak.use_backend("triton"):
+        y, grads = grads_of(inp, fused=fused, names=names)
+    ref_inp = {k: v.double().cpu() for k, v in inp.items()}
+    y_ref, grads_ref = reference_grads(ref_inp, fused=fused, names=names)
+    torch.testing.assert_close(y.cpu().double(), y_ref, rtol=2e-5, atol=2e-5)
+    for name in names:
+        torch.testing.assert_close(grads[name].cpu().double(), grads_ref[name], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 def test_triton_isolation_is_bit_exact(device):
     inp = make_inputs(12, 8, 6, 4, 3, dtype=torch.float32, device=device, seed=11)
     a_mask, b_mask = masks(12, device)
