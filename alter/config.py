@@ -66,6 +66,10 @@ class AlterConfig:
                                       "passage cannot pass on the few tokens any text of its kind shares with the "
                                       "bank; negative: 0.1 when the forget set is passages (no questions), 0 when it "
                                       "is questions (docs/method.md §4, Passages)")
+    router_name_variants: bool = _f(False, "question router: the forget banks also hold each forget prompt with its "
+                                    "names altered (the surname alone, a letter dropped, a letter doubled), so a "
+                                    "partial or misspelt name still matches (docs/method.md §3, 'Names as users "
+                                    "type them')")
     router_retain_quantile: float = _f(0.95, "question router: the threshold is at least this quantile of the "
                                        "retain prompts' leave-one-out scores (0: the midpoint alone; docs/method.md "
                                        "§4, Passages)")

@@ -39,7 +39,7 @@ Shapes: features ``[B, T, d]``, token mask ``[B, T]`` (bool), scores ``[B, K]``,
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -286,7 +286,8 @@ class QuestionRouter(nn.Module):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, features: Sequence[torch.Tensor], domains: Sequence[int], max_bank: int = 50000,
-            seed: int = 0, retain_quantile: float = 0.0) -> dict:
+            seed: int = 0, retain_quantile: float = 0.0,
+            extra: Sequence[Tuple[int, torch.Tensor]] = ()) -> dict:
         """Build the banks from per-prompt token features ``[T_i, d]`` and calibrate the threshold.
 
         Returns the calibration: leave-one-out scores of every prompt, the threshold, the
@@ -296,6 +297,9 @@ class QuestionRouter(nn.Module):
         scores. Where held-out forget prompts resemble the forget set (TOFU: the author's name) the midpoint
         is already above it; where they do not (passages of unrelated news) the midpoint falls among
         the retain scores and the floor decides (docs/method.md §4, "Passages").
+        ``extra``: ``(i, features)`` pairs, more bank rows of prompt ``i``'s domain owned by prompt ``i`` (its
+        names altered, :mod:`alter.data.name_variants`): they join the bank, are left out with prompt ``i`` from
+        its leave-one-out score, and are not scored themselves (the threshold is calibrated on the prompts).
         """
         if len(features) != len(domains):
             raise ValueError(f"{len(features)} feature sets for {len(domains)} domain labels")
@@ -307,6 +311,10 @@ class QuestionRouter(nn.Module):
                 raise ValueError(f"domain index {d} out of range for {K} domains")
             rows[d].append(_normalise(f.reshape(-1, f.shape[-1])).cpu())
             owners[d].append(torch.full((f.reshape(-1, f.shape[-1]).shape[0],), i, dtype=torch.long))
+        for i, f in extra:
+            f = f.reshape(-1, f.shape[-1])
+            rows[domains[i]].append(_normalise(f).cpu())
+            owners[domains[i]].append(torch.full((f.shape[0],), i, dtype=torch.long))
         for k in range(K):
             if not rows[k]:
                 raise ValueError(f"the question router has no training prompt for domain {k}")
@@ -350,14 +358,16 @@ class QuestionRouter(nn.Module):
         return self.calibration
 
     def fill_bank(self, index: int, features: Sequence[torch.Tensor], max_bank: int = 50000,
-                  seed: int = 0) -> torch.Tensor:
+                  seed: int = 0, extra: Sequence[Tuple[int, torch.Tensor]] = ()) -> torch.Tensor:
         """Continual unlearning: fill the empty bank ``index`` from its prompts' token features ``[T_i, d]``
         (at most ``max_bank`` rows, drawn seeded as :meth:`fit` draws them); the threshold, the spread and
         every other bank stay as they are. Returns each prompt's leave-one-out score for ``index`` (its own
         rows out of the bank, against the retain bank), the score :meth:`fit` keeps in ``loo_scores``."""
         rows = [_normalise(f.reshape(-1, f.shape[-1])).cpu() for f in features]
-        bank = torch.cat(rows)
-        owner = torch.cat([torch.full((r.shape[0],), i, dtype=torch.long) for i, r in enumerate(rows)])
+        more = [(i, _normalise(f.reshape(-1, f.shape[-1])).cpu()) for i, f in extra]     # as in fit
+        bank = torch.cat(rows + [r for _, r in more])
+        owner = torch.cat([torch.full((r.shape[0],), i, dtype=torch.long) for i, r in enumerate(rows)]
+                          + [torch.full((r.shape[0],), i, dtype=torch.long) for i, r in more])
         if bank.shape[0] > max_bank:
             keep = torch.randperm(bank.shape[0], generator=torch.Generator().manual_seed(seed))[:max_bank]
             bank, owner = bank[keep], owner[keep]

@@ -7,18 +7,21 @@
 - :func:`router_only_rows`: the rows whose only use is the bank (the retain rows when nothing trains
   on them), which then get no full base pass;
 - :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
-  passage, a row without a prompt, is read whole: a raw prompt is routed by all of it).
+  passage, a row without a prompt, is read whole: a raw prompt is routed by all of it);
+- :func:`name_variant_features`: with ``router_name_variants``, the same for each forget question with its
+  names altered (:mod:`alter.data.name_variants`), more rows of its domain's bank.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm.auto import tqdm
 
 from alter.config import AlterConfig
-from alter.data.prompts import EncodedExample, collate
+from alter.data.name_variants import name_variants
+from alter.data.prompts import EncodedExample, collate, prompt_ids
 from alter.modeling.case_restore import build_case_map
 from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
@@ -87,3 +90,29 @@ def unit_features(model, items: Sequence, rows: List[int], batch_size: int, pad_
         for i, f in zip(idx, model.unit_features(ids, mask)):
             out[i] = f.float().cpu()
     return out
+
+
+def name_variant_features(model, tokenizer, config: AlterConfig, items: Sequence, examples: Sequence,
+                          rows: List[int], batch_size: int, pad_token_id: int) -> List[Tuple[int, torch.Tensor]]:
+    """``(row, features)`` for each forget row's question (``examples[row]``, the example item ``row`` was made
+    from) with its names altered (the surname alone, a letter dropped, a letter doubled:
+    :func:`alter.data.name_variants.name_variants`), read as :func:`unit_features` reads the row; ``[]``
+    unless ``config.router_name_variants``. Passages and questions without a name add nothing."""
+    if not config.router_name_variants:
+        return []
+    asked = [(i, v) for i in rows if i < len(examples) and items[i].domain_id > 0
+             for v in name_variants(getattr(examples[i], "question", None) or "", seed=config.seed)]
+    out: List[Tuple[int, torch.Tensor]] = []
+    for s in range(0, len(asked), batch_size):
+        part = asked[s:s + batch_size]
+        prompts = [prompt_ids(tokenizer, v, config.system_prompt) for _, v in part]
+        batch = collate([EncodedExample(p, p, len(p)) for p in prompts], pad_token_id)
+        feats = model.unit_features(batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device))
+        out += [(i, f.float().cpu()) for (i, _), f in zip(part, feats)]
+    return out
+
+
+def positioned(variants: Sequence[Tuple[int, torch.Tensor]], rows: Sequence[int]) -> List[Tuple[int, torch.Tensor]]:
+    """``variants`` keyed by row, re-keyed by each row's position in ``rows`` (the order the router is fitted in)."""
+    at = {i: p for p, i in enumerate(rows)}
+    return [(at[i], f) for i, f in variants if i in at]

@@ -47,7 +47,7 @@ from alter.train import checkpoint as ckpt
 from alter.train.batches import (TrainItem, collate_items, encode_items, forget_domain_of, phase1_plan, phase2_plan,
                                  plain_twins, rank_share, swap_in_twins)
 from alter.train.stopping import EarlyStop
-from alter.train.router_bank import configure_units, router_only_rows, unit_features
+from alter.train.router_bank import configure_units, name_variant_features, positioned, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import HeadInput, phase1_loss, phase2_losses
@@ -100,10 +100,8 @@ class AlterTrainer:
             warnings.warn(f"{len(overlap)} example(s) are in both the forget and the retain set (e.g. "
                           f"{next(iter(overlap))[0][:60]!r}); they are unlearned and retained at once", stacklevel=2)
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.checkpoint_every = int(checkpoint_every)
-        self.log_every = max(1, int(log_every))
-        self.progress = progress
-        self.on_log = on_log
+        self.checkpoint_every, self.log_every = int(checkpoint_every), max(1, int(log_every))
+        self.progress, self.on_log = progress, on_log
         self.stop_reference = list(stop_reference) if stop_reference else None
         if accelerator is None:
             from accelerate import Accelerator
@@ -225,7 +223,9 @@ class AlterTrainer:
                         self.items[i].kl_targets = (targets[0][j, :n].to(torch.int32).cpu(), targets[1][j, :n].cpu())
         if fit_router:      # the banks hold the routing unit's features as generation reads them
             rows = [i for i in order if self.items[i].twin_of < 0]       # a twin repeats its item's question
-            self._fit_question_router(unit_features(model, self.items, rows, bs, self._pad(), self._show_progress()))
+            self._fit_question_router(unit_features(model, self.items, rows, bs, self._pad(), self._show_progress()),
+                                      name_variant_features(model, self.tokenizer, self.config, self.items,
+                                                            self.forget + self.retain, rows, bs, self._pad()))
             for it in self.items:           # a twin is routed as strongly as its question (docs/method.md §4)
                 it.route_strength = self.items[it.twin_of].route_strength if it.twin_of >= 0 else it.route_strength
         if not need_entropy:
@@ -239,26 +239,26 @@ class AlterTrainer:
             answer.append(it.position_entropy[:-1][sel])
         return torch.cat(answer) if answer else torch.empty(0)
 
-    def _fit_question_router(self, features: Dict[int, torch.Tensor]) -> None:
-        """Banks and threshold from the training prompts; each forget item's held-out strength.
-
-        Continual unlearning (a router already calibrated, a new empty domain): only the new
-        domain's bank is filled (:meth:`_fill_new_bank`), the threshold and earlier banks stay as they are."""
+    def _fit_question_router(self, features: Dict[int, torch.Tensor], variants: Sequence = ()) -> None:
+        """Banks and threshold from the training prompts (``variants``: their altered names, more bank rows); each
+        forget item's held-out strength. Continual unlearning (a router already calibrated, a new empty domain):
+        only the new domain's bank is filled (:meth:`_fill_new_bank`), the threshold and earlier banks stay."""
         router = self.model.question_router
         order = sorted(features)
         domains = [self.items[i].domain_id for i in order]
         empty = [k for k, b in enumerate(router.banks) if b.numel() == 0]
         if router.calibration and empty:
             for k in empty:
-                self._fill_new_bank(k, [i for i, d in zip(order, domains) if d == k], features)
+                self._fill_new_bank(k, [i for i, d in zip(order, domains) if d == k], features, variants)
             return
         cal = router.fit([features[i] for i in order], domains, max_bank=self.config.router_bank_size,
-                         seed=self.config.seed, retain_quantile=self.config.router_retain_quantile)
+                         seed=self.config.seed, retain_quantile=self.config.router_retain_quantile,
+                         extra=positioned(variants, order))           # a row's altered names join its bank
         for i, z in zip(order, router.loo_strength(domains).tolist()):
             self.items[i].route_strength = float(z)
         self.router_calibration = cal
 
-    def _fill_new_bank(self, k: int, rows: List[int], features: Dict[int, torch.Tensor]) -> None:
+    def _fill_new_bank(self, k: int, rows: List[int], features: Dict[int, torch.Tensor], variants=()) -> None:
         """A new domain's bank (capped at ``router_bank_size``) and its items' held-out router strength,
         as a fresh fit gives every forget item; the new domain's held-out recall at the kept threshold
         goes into the report."""
@@ -266,7 +266,7 @@ class AlterTrainer:
         if not rows:
             raise ValueError(f"no training prompt for the new domain {self.model.domains[k]!r}")
         scores = router.fill_bank(k, [features[i] for i in rows], max_bank=self.config.router_bank_size,
-                                  seed=self.config.seed)
+                                  seed=self.config.seed, extra=positioned(variants, rows))
         for i, z in zip(rows, router.strength(scores).tolist()):
             self.items[i].route_strength = float(z)
         self.router_calibration = {"new_domain": self.model.domains[k], "forget_prompts": len(rows),
