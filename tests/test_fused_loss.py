@@ -134,10 +134,12 @@ def test_linear_head_form_equals_the_logits_form_in_values_and_every_gradient(mo
     for key in ("loss", "forget", "retain", "struct", "nll"):
         torch.testing.assert_close(out[key].double(), ref[key].double(), rtol=1e-6, atol=1e-6)
     assert int(out["forget_violating"]) == int(ref["forget_violating"])
-    torch.testing.assert_close(hl.grad, hr.grad, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(wl.grad, wr.grad, rtol=1e-6, atol=1e-8)
+    # the linear-head form computes its loss in fp32 (its values come back as fp32), so the fp64 gradients agree to
+    # fp32 precision of their scale (~1), not to 1e-8: which elements land within 1e-8 depends on the CPU's kernels
+    torch.testing.assert_close(hl.grad, hr.grad, rtol=1e-6, atol=2e-7)
+    torch.testing.assert_close(wl.grad, wr.grad, rtol=1e-6, atol=2e-7)
     if with_bias:
-        torch.testing.assert_close(bl.grad, br.grad, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(bl.grad, br.grad, rtol=1e-6, atol=2e-7)
 
 
 def test_linear_head_form_leaves_a_frozen_head_without_gradient_and_checks_shapes():
