@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "sequential requests (ALTER: one new expert each; a baseline: each request fine-tunes the "
                       "previous model) and score every request after each one")
     tofu.add_argument("--robustness-questions", type=int, default=None, metavar="N", help="tofu: forget and retain "
-                      "questions asked under each prompt variant of the robustness table (default 12; the tune and "
-                      "report splits hold 100 forget questions each; 0: no robustness table)")
+                      "questions asked under each prompt variant of the robustness table (default 12; at most the 40 "
+                      "forget and 30 retain questions the benchmark scores; 0: no robustness table)")
     p.add_argument("--output", default=None, help="output directory (default: alter_runs/compare, "
                    "alter_runs/tofu-<split>[-sweep], alter_runs/compare-quick with --quick)")
     p.add_argument("--resume", action="store_true", help="keep the methods whose results are already in --output "
