@@ -75,6 +75,9 @@ class AlterConfig:
                                        "§4, Passages)")
     route_follow_ups: bool = _f(True, "with route_unit='turn': a last turn that names no one and refers back ('What "
                                 "else did this author write?') takes the decision of the turn before it (docs/method.md §3)")
+    route_names: bool = _f(True, "question router: a question that names a forget person as users type them (the "
+                           "surname alone, a typo one edit away) goes to that person's expert; the names come from "
+                           "what each forget domain's questions share (docs/method.md §3, Names as users type them)")
     route_restore_case: bool = _f(True, "question router: a routing unit typed wholly in lower case is read with the "
                                   "casing of the training prompts' words put back ('jaime vasquez' -> 'Jaime Vasquez'; "
                                   "docs/method.md §3, Lower case)")

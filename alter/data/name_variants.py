@@ -8,19 +8,24 @@ for one question, the same question with each name (a run of two or more capital
 questions, "Can" or "What", is not part of it) written as its last word alone, with one inner letter of the
 last word dropped, and with one doubled. The letter positions are drawn from ``seed`` (a swap of two
 letters, the misspelling the TOFU benchmark's robustness table asks with, is not among them).
+
+For the router's name match (:mod:`alter.modeling.name_match`): :func:`common_name`, the name one person's
+questions share, and :func:`misspellings`, every typo of a word one edit away (swapped, dropped or doubled
+letters: the benchmark's swap is among them, so its misspelt row measures a typo of a kind the match knows).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import List, Tuple
+from collections import Counter
+from typing import Iterable, List, Optional, Tuple
 
 _RUN = re.compile(r"\b[A-Z][\w\-]*(?:\s+[A-Z][\w\-]*)+")
 
 
 # capitalised words that start a question rather than a name ("Can Jaime Vasquez ...", "Has Carmen ...")
-_STARTERS = frozenset("""What Who Whom Whose Where When Why How Which Can Could Does Do Did Is Are Was Were Has Have
+STARTERS = frozenset("""What Who Whom Whose Where When Why How Which Can Could Does Do Did Is Are Was Were Has Have
 Had Would Will Should Shall May Might Must In On At For From Of To By With As If Please Tell Name Describe List
 Give Explain The A An This That These Those""".split())
 
@@ -31,7 +36,7 @@ def name_runs(question: str) -> List[Tuple[int, int]]:
     out = []
     for m in _RUN.finditer(question):
         start, words = m.start(), m.group(0).split()
-        if words[0] in _STARTERS:
+        if words[0] in STARTERS:
             if len(words) < 3:
                 continue
             start = question.index(words[1], start + len(words[0]))
@@ -63,3 +68,33 @@ def name_variants(question: str, seed: int = 0) -> List[str]:
             for alter_word in (_drop, _double):
                 out.append(head + " ".join(words[:-1] + [alter_word(last, rng)]) + tail)
     return [v for v in dict.fromkeys(out) if v != question]
+
+
+def common_name(questions: Iterable[str]) -> Optional[str]:
+    """The name one person's questions share: of the capitalised runs of 2+ words (and their sub-runs of 2+
+    words, a possessive "'s" dropped), the one the most questions hold, the longest among ties; None unless at
+    least 2 questions and a third of them hold it (TOFU: "Jaime Vasquez" from "Where was Jaime Vasquez born?")."""
+    questions = [str(q) for q in questions]
+    counts: Counter = Counter()
+    for q in questions:
+        for run in set(_RUN.findall(q.replace("'s", ""))):
+            words = run.split()
+            for i in range(len(words)):                     # every sub-run of 2+ words counts once a question
+                for j in range(i + 2, len(words) + 1):
+                    counts[" ".join(words[i:j])] += 1
+    if not counts:
+        return None
+    name, n = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))
+    return name if n >= max(2, len(questions) // 3) else None
+
+
+def misspellings(word: str) -> List[str]:
+    """``word`` one typo away, every way of three kinds: two adjacent letters swapped, a letter dropped, a
+    letter doubled (never the first letter: a name is looked for by its start), in a fixed order; ``[]`` for a
+    word shorter than 5 letters, whose typos would be other words too often."""
+    if len(word) < 5:
+        return []
+    out = [word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(1, len(word) - 1)]
+    out += [word[:i] + word[i + 1:] for i in range(1, len(word))]
+    out += [word[:i + 1] + word[i] + word[i + 1:] for i in range(1, len(word))]
+    return [w for w in dict.fromkeys(out) if w != word]

@@ -26,9 +26,9 @@ most of an author's questions share); variants that need it skip authors without
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from alter.data.name_variants import common_name
 from alter.data.prompts import has_chat_template, pad_id
 from alter.eval._common import field
 from alter.eval.batch_generation import generate_token_ids
@@ -38,7 +38,6 @@ VARIANTS = ("trained", "custom_system", "no_system", "instruction", "lower", "su
             "after_forget_turn", "after_retain_turn", "after_unrelated_turn", "follow_up")
 CUSTOM_SYSTEM = "You are a helpful librarian. Keep your answers short and factual."
 INSTRUCTION = "Please answer briefly and precisely, in one sentence. Question: {q}"
-_RUN = re.compile(r"\b[A-Z][\w\-]*(?:\s+[A-Z][\w\-]*)+")
 
 
 def author_key(example) -> str:
@@ -54,24 +53,13 @@ def author_key(example) -> str:
 
 def author_names(examples: Sequence) -> Dict[str, str]:
     """``{author or domain: name}``: per author, the capitalised run of 2+ words that most of its
-    questions contain (TOFU questions name their author: "Where was Jaime Vasquez born?")."""
+    questions contain (:func:`alter.data.name_variants.common_name`; TOFU questions name their author:
+    "Where was Jaime Vasquez born?")."""
     groups: Dict[str, List[str]] = {}
     for e in examples:
         groups.setdefault(author_key(e), []).append(str(field(e, "question")))
-    out = {}
-    for key, questions in groups.items():
-        counts = Counter()
-        for q in questions:
-            for run in set(_RUN.findall(q.replace("'s", ""))):
-                words = run.split()
-                for i in range(len(words)):                     # every sub-run of 2+ words counts once
-                    for j in range(i + 2, len(words) + 1):
-                        counts[" ".join(words[i:j])] += 1
-        if counts:
-            name, n = max(counts.items(), key=lambda kv: (kv[1], len(kv[0])))
-            if n >= max(2, len(questions) // 3):
-                out[key] = name
-    return out
+    names = {key: common_name(questions) for key, questions in groups.items()}
+    return {key: name for key, name in names.items() if name}
 
 
 def _misspell(name: str) -> str:

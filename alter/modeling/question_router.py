@@ -23,6 +23,9 @@ expert mixed into a retain answer destroys it. This router decides by the questi
 - Tokens: those of the routing unit (:mod:`alter.modeling.routing_unit`: the prompt's last user turn, read
   alone when ``isolated``); a turn that refers back takes the earlier turn's decision
   (:meth:`QuestionRouter.unit_logits`).
+- Names: a unit that names a forget person as users type them (the surname alone, a typo one edit away;
+  :mod:`alter.modeling.name_match`) scores at least ``threshold + spread`` for that person's domain, above
+  every domain it does not name.
 - Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
   retain expert otherwise. ``threshold`` is calibrated on the training prompts themselves,
   leave-one-out (each prompt scored against banks without its own tokens), as the midpoint that
@@ -47,6 +50,7 @@ from torch import nn
 
 from alter.modeling.blocks import decoder_layers
 from alter.modeling.case_restore import CaseRestorer
+from alter.modeling.name_match import FLAGS_KEY, NameMatcher
 
 CASED_IDS_KEY = "question_router.cased_ids"
 EXCLUDED = -1.0e4      # router logit of an expert the question is not routed to
@@ -112,6 +116,10 @@ class QuestionRouter(nn.Module):
         # (alter.modeling.case_restore, docs/method.md §3); None: read as typed (adapters saved before)
         self.case_restorer: Optional[CaseRestorer] = None
         self._saved_case_map = None
+        # the forget persons' names as token ids (alter.modeling.name_match, docs/method.md §3); None: features
+        # alone decide (passages, adapters saved before)
+        self.name_matcher: Optional[NameMatcher] = None
+        self._saved_names = None
 
     # ------------------------------------------------------------------ banks
     @property
@@ -149,11 +157,15 @@ class QuestionRouter(nn.Module):
         self._set_banks([b for k, b in enumerate(self.banks) if k != index])
         if self.case_restorer is not None:            # the words its request added go with it
             self.case_restorer = self.case_restorer.without(index)
+        if self.name_matcher is not None:             # and the name
+            self.name_matcher = self.name_matcher.without(index)
 
     def state_tensors(self) -> Dict[str, torch.Tensor]:
         out = {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}
         if self.case_restorer is not None:
             out[CASED_IDS_KEY] = self.case_restorer.cased_ids.to(torch.int32).contiguous()
+        if self.name_matcher is not None:
+            out[FLAGS_KEY] = self.name_matcher.flags.contiguous()
         return out
 
     def load_state_tensors(self, tensors: Dict[str, torch.Tensor]) -> None:
@@ -166,6 +178,10 @@ class QuestionRouter(nn.Module):
             if CASED_IDS_KEY not in tensors:
                 raise ValueError(f"adapter weights lack {CASED_IDS_KEY} (the case restorer's cased token ids)")
             self.case_restorer = CaseRestorer.from_saved(self._saved_case_map, tensors[CASED_IDS_KEY])
+        if self._saved_names is not None:
+            if FLAGS_KEY not in tensors:
+                raise ValueError(f"adapter weights lack {FLAGS_KEY} (the name matcher's token flags)")
+            self.name_matcher = NameMatcher.from_saved(self._saved_names, tensors[FLAGS_KEY])
 
     def metadata(self) -> dict:
         return {"layer": self.layer, "threshold": self.threshold, "spread": self.spread,
@@ -173,7 +189,8 @@ class QuestionRouter(nn.Module):
                 "evidence_tokens": self.evidence_tokens, "evidence_share": self.evidence_share,
                 "referring_ids": self.referring_ids,
                 "isolated": self.isolated,
-                "case_map": None if self.case_restorer is None else self.case_restorer.metadata()}
+                "case_map": None if self.case_restorer is None else self.case_restorer.metadata(),
+                "names": None if self.name_matcher is None else self.name_matcher.metadata()}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
@@ -189,6 +206,8 @@ class QuestionRouter(nn.Module):
         self.referring_ids = [int(i) for i in refs] if refs is not None else None   # [] stays []: saved as it was
         self._saved_case_map = saved.get("case_map")     # adapters saved before it: read as typed
         self.case_restorer = None                        # rebuilt with its ids by load_state_tensors
+        self._saved_names = saved.get("names")           # adapters saved before it: features alone decide
+        self.name_matcher = None                         # rebuilt with its token flags by load_state_tensors
 
     # ------------------------------------------------------------------ scoring
     def _evidence(self, features: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -232,8 +251,21 @@ class QuestionRouter(nn.Module):
             u[chosen, 1 + arg[chosen]] = best[chosen]
         return u
 
-    def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.logits_from_scores(self.scores(features, token_mask))
+    def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None,
+               input_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``[B, 1+K]`` router logits; with the unit's ``input_ids`` ``[B, T]``, a unit that names a forget person
+        (:attr:`name_matcher`) scores at least ``threshold + spread`` for that person's domain, and every domain it
+        does not name less."""
+        scores = self.scores(features, token_mask)
+        if self.name_matcher is not None and input_ids is not None and scores.shape[1]:
+            mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask
+            K = scores.shape[1]
+            hit = torch.tensor([[k + 1 in ds for k in range(K)] for ds in self.name_matcher.named_rows(input_ids, mask)],
+                               dtype=torch.bool, device=scores.device).reshape(-1, K)
+            floor = self.threshold + self.spread      # a named person's domain outranks every domain not named
+            others = torch.where(hit.any(dim=1, keepdim=True), scores.clamp(max=floor - 1e-4), scores)
+            scores = torch.where(hit, scores.clamp(min=floor), others)
+        return self.logits_from_scores(scores)
 
     def unit_logits(self, part, count: int) -> torch.Tensor:
         """``[B, 1+K]`` router logits of each sequence from its routing units, last user turn first
@@ -246,7 +278,7 @@ class QuestionRouter(nn.Module):
         a turn ("What else did this author write?") takes the decision of the turn before it, which may
         itself refer back. Without ``referring_ids`` the last turn alone decides."""
         features, mask, ids = part(0)
-        decided = self.logits(features, mask)
+        decided = self.logits(features, mask, ids)
         if not self.referring_ids or count < 2 or self.num_domains < 2:
             return decided
         refs = torch.as_tensor(self.referring_ids, device=ids.device)
@@ -255,7 +287,7 @@ class QuestionRouter(nn.Module):
             if not bool(pending.any()):
                 break
             features, mask, ids = part(i)
-            earlier = self.logits(features, mask)
+            earlier = self.logits(features, mask, ids)
             decided = torch.where(pending[:, None].to(decided.device), earlier, decided)
             pending = pending & self._refers_back(features, mask, ids, refs, earlier)
         return decided

@@ -8,6 +8,8 @@
   on them), which then get no full base pass;
 - :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
   passage, a row without a prompt, is read whole: a raw prompt is routed by all of it);
+- :func:`configure_names`: with ``route_names``, each forget domain's person's name as token ids
+  (:mod:`alter.modeling.name_match`), so a question naming them in part still reaches their expert;
 - :func:`name_variant_features`: with ``router_name_variants``, the same for each forget question with its
   names altered (:mod:`alter.data.name_variants`), more rows of its domain's bank.
 """
@@ -23,17 +25,22 @@ from alter.config import AlterConfig
 from alter.data.name_variants import name_variants
 from alter.data.prompts import EncodedExample, collate, prompt_ids
 from alter.modeling.case_restore import build_case_map
+from alter.modeling.name_match import build_name_matcher
 from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
 
 PASSAGE_EVIDENCE_SHARE = 0.1     # router_evidence_share when the forget set is passages (docs/method.md §4, Passages)
 
 
-def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (), retain: Sequence = ()) -> None:
+def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (), retain: Sequence = (),
+                    items: Sequence = ()) -> None:
     """``forget``: the forget examples, whose kind (passages or questions) sets the automatic evidence share;
-    with ``retain``, their prompts teach the case restorer the training prompts' casing. A router calibrated
-    before (a new forget request added to an adapter) keeps its unit and its map, which gains the casing of
-    the new request's prompts (:meth:`CaseRestorer.merged`)."""
+    with ``retain``, their prompts teach the case restorer the training prompts' casing; with ``items`` (the
+    trainer's, item ``i`` made from ``(forget + retain)[i]``), the forget persons' names (:func:`configure_names`).
+    A router calibrated before (a new forget request added to an adapter) keeps its unit, its map and its
+    names, and gains the casing and the names of the new request's prompts (:meth:`CaseRestorer.merged`)."""
+    if items:
+        configure_names(router, tokenizer, config, items, list(forget) + list(retain))
     if router.calibration:
         if router.case_restorer is not None and config.route_restore_case:
             router.case_restorer = router.case_restorer.merged(
@@ -46,6 +53,28 @@ def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (
     router.case_restorer = None
     if router.isolated and config.route_restore_case:
         router.case_restorer = build_case_map(tokenizer, unit_texts(list(forget) + list(retain)))
+
+
+def configure_names(router, tokenizer, config: AlterConfig, items: Sequence, examples: Sequence) -> None:
+    """With ``config.route_names``: the router's name matcher from the forget questions of each domain
+    (``examples[i]`` is item ``i``'s example) against the retain questions. A router calibrated before (a new
+    request) keeps its names and gains those of its new, still empty, domains."""
+    if not config.route_names:
+        return
+    asked = [(items[i].domain_id, q) for i, e in enumerate(examples[:len(items)])
+             for q in [getattr(e, "question", None)] if q]
+    new = {k for k, b in enumerate(router.banks) if k > 0 and b.numel() == 0} if router.calibration else None
+    forget: Dict[int, List[str]] = {}
+    for d, q in asked:
+        if d > 0 and (new is None or d in new):
+            forget.setdefault(d, []).append(q)
+    retain = [q for d, q in asked if d == 0]
+    if new is None:
+        router.name_matcher = build_name_matcher(tokenizer, forget, retain)
+    elif forget:
+        old = router.name_matcher
+        added = build_name_matcher(tokenizer, forget, retain, flags=None if old is None else old.flags)
+        router.name_matcher = added if old is None else old.merged(added)
 
 
 def unit_texts(examples: Sequence) -> List[str]:

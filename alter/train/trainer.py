@@ -199,8 +199,8 @@ class AlterTrainer:
         model = self.model
         router = model.question_router
         fit_router = router is not None and not router.fitted
-        if fit_router:     # a fresh router: its unit is the chat's last user turn; a new request: its casing
-            configure_units(router, self.tokenizer, self.config, self.forget, self.retain)
+        if fit_router:     # a fresh router: its unit is the chat's last user turn; a new request: its casing, names
+            configure_units(router, self.tokenizer, self.config, self.forget, self.retain, self.items)
         need_entropy = self.config.token_entropy
         order = sorted(range(len(self.items)), key=lambda i: len(self.items[i].encoded.input_ids))
         bs = self._batch_size_eval()
