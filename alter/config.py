@@ -78,6 +78,10 @@ class AlterConfig:
     route_names: bool = _f(True, "question router: a question that names a forget person as users type them (the "
                            "surname alone, a typo one edit away) goes to that person's expert; the names come from "
                            "what each forget domain's questions share (docs/method.md §3, Names as users type them)")
+    route_forget_questions: bool = _f(True, "question router: a unit that holds a forget question in its own wording "
+                                      "(from its second, third or fourth word on; in a chat turn, a raw prompt or an instruction) goes "
+                                      "to that question's expert, whatever else it holds (docs/method.md §3, Forget "
+                                      "questions in their own wording)")
     route_restore_case: bool = _f(True, "question router: a routing unit typed wholly in lower case is read with the "
                                   "casing of the training prompts' words put back ('jaime vasquez' -> 'Jaime Vasquez'; "
                                   "docs/method.md §3, Lower case)")

@@ -184,6 +184,13 @@ def test_bench_runs_what_alter_train_benchmark_ran(monkeypatch, tmp_path):
     s = seen["settings"]
     assert s.tofu_split == "tune" and s.eval_lean and all(m.startswith("ga@lr=") for m in s.methods[1:])
     assert seen["tuning"] is True and str(seen["out"]) == "alter_runs/tofu-tune-sweep"
+    # MUSE-News: its own grid, the never-taught row first (the floor), every column scored
+    assert bench.main(["--benchmark", "muse-news", "--data", str(tmp_path), "--tune"]) == 0
+    s = seen["settings"]
+    assert s.dataset == "muse_news" and s.tofu_split == "tune" and not s.eval_lean
+    assert s.methods[:2] == ["retain", "finetune"] and {m.split("@")[0] for m in s.methods[2:]} == {
+        "graddiff", "npo", "rmu", "lora"}
+    assert seen["tuning"] is True and str(seen["out"]) == "alter_runs/muse-news-tune-sweep"
     # the synthetic authors; `--demo --compare` (alter-train's old spelling) is the same run
     for argv in (["--compare", "--quick", "--seeds", "2", "--methods", "alter"],
                  ["--demo", "--compare", "--quick", "--seeds", "2", "--methods", "alter"]):

@@ -6,7 +6,8 @@ import pytest
 
 from alter.cli import bench as cli
 from alter.experiments.compare.table import to_markdown
-from alter.experiments.compare.tuning import TUNE_LRS, average_seeds, floor_of, seed_specs, select, sweep_specs
+from alter.experiments.compare.tuning import (MUSE_TUNE_LRS, TUNE_LRS, average_seeds, floor_of, seed_specs, select,
+                                              select_muse, sweep_specs)
 from alter.experiments.compare.variants import MethodSpec, parse_spec
 from tests.helpers import save_tiny_model
 from tests.test_data_tofu import _write_tofu
@@ -54,6 +55,31 @@ def test_selection_rule_best_retain_at_the_floor_else_lowest_forget():
     # rmu: none reaches the floor; the lowest forget wins
     assert chosen["rmu"]["lr"] == 2e-4 and not chosen["rmu"]["reaches_floor"]
     assert len(chosen["npo"]["points"]) == 3 and "finetune" not in chosen
+
+
+def test_muse_sweep_starts_from_both_reference_rows_and_its_rule_reads_knowmem_and_verbmem():
+    specs = sweep_specs(["graddiff", "npo"], {}, dataset="muse_news")
+    assert specs[:2] == ["retain", "finetune"]
+    assert [parse_spec(s).lr for s in specs if s.startswith("npo@")] == MUSE_TUNE_LRS["npo"]
+
+    def row(method, verb, know, know_retain, verb_retain=0.7):
+        return {"method": method, "verbmem_forget": verb, "knowmem_forget": know, "knowmem_retain": know_retain,
+                "verbmem_retain": verb_retain}
+
+    rows = [row("retain", 0.14, 0.06, 0.25), row("finetune", 0.72, 0.15, 0.18),
+            # graddiff: 5e-5 is at the floor on VerbMem but not on KnowMem; 1e-4 on both
+            row("graddiff@lr=5e-05", 0.15, 0.13, 0.20), row("graddiff@lr=0.0001", 0.12, 0.08, 0.10),
+            # npo: neither reaches the floor: the lowest VerbMem forget
+            row("npo@lr=2e-05", 0.40, 0.12, 0.20), row("npo@lr=5e-05", 0.30, 0.14, 0.05),
+            # lora: both at the floor: the better KnowMem retain, then VerbMem retain
+            row("lora@lr=0.0002", 0.10, 0.05, 0.18, 0.6), row("lora@lr=0.0005", 0.05, 0.00, 0.18, 0.7)]
+    chosen = select_muse(rows)
+    assert chosen["graddiff"]["lr"] == 1e-4 and chosen["graddiff"]["reaches_floor"]
+    assert chosen["npo"]["lr"] == 5e-5 and not chosen["npo"]["reaches_floor"]
+    assert chosen["lora"]["lr"] == 5e-4
+    assert set(chosen) == {"graddiff", "npo", "lora"}
+    with pytest.raises(ValueError, match="never-taught"):
+        select_muse(rows[1:])
 
 
 def test_seeds_are_one_row_with_mean_and_spread():

@@ -202,3 +202,30 @@ def test_bench_muse_news_table_and_sequential_requests(tmp_path, monkeypatch):
     assert all("verbmem_request_2" in st and "knowmem_retain" in st for st in runs["alter"])
     assert "| alter | 2 |" in (seq / "sequential_table.md").read_text()
     assert cli.main(["--benchmark", "tofu", "--requests", "2"]) == 2           # one usage line, no run
+
+
+def test_bench_muse_news_tune_then_report_with_the_selected_rates(tmp_path, monkeypatch):
+    """``--tune`` sweeps on the tune fold with the never-taught row as the floor; ``--tuned`` reports with the rate."""
+    from alter.cli import bench as cli
+    from alter.experiments.compare import tuning
+    from tests.helpers import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    monkeypatch.setenv("ALTER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(tuning.MUSE_TUNE_LRS, "ga", [1e-5, 1e-1])
+    common = ["--benchmark", "muse-news", "--quick", "--data", str(write_dir(tmp_path)), "--model", model,
+              "--no-progress", "--threads", "1"]
+    sweep = tmp_path / "sweep"
+    assert cli.main(common + ["--tune", "--methods", "ga", "--output", str(sweep)]) == 0
+    summary = json.loads((sweep / "compare.json").read_text())
+    assert summary["settings"]["tofu_split"] == "tune" and not summary["settings"]["eval_lean"]
+    assert [r["method"] for r in summary["runs"]] == ["retain", "finetune", "ga@lr=1e-05", "ga@lr=0.1"]
+    tuned = json.loads((sweep / "tuned.json").read_text())
+    never = summary["runs"][0]
+    assert tuned["floor"] == {"verbmem_forget": never["verbmem_forget"], "knowmem_forget": never["knowmem_forget"]}
+    assert tuning.select_muse(summary["runs"])["ga"]["lr"] == tuned["method_lr"]["ga"] in (1e-5, 1e-1)
+    report = tmp_path / "report"
+    assert cli.main(common + ["--tuned", str(sweep / "tuned.json"), "--methods", "ga", "--output", str(report)]) == 0
+    summary = json.loads((report / "compare.json").read_text())
+    assert summary["settings"]["tofu_split"] == "report"
+    assert summary["settings"]["method_lr"]["ga"] == tuned["method_lr"]["ga"]

@@ -77,10 +77,13 @@ def test_adding_a_request_keeps_every_earlier_tensor_bit_identical(runs):
         assert torch.equal(one[key], two[key]), key
     assert any(torch.count_nonzero(two[k]) for k in new if ".lora_B." in k), "the new expert did not train"
     assert meta_two["theta"] == meta_one["theta"]
-    # threshold, spread, calibration as they were; the case map gains the new request's words, after the old ones
+    # threshold, spread, calibration as they were; the case map gains the new request's words, after the old ones,
+    # and the question match the new request's questions (domain 2), after the old ones
     router_one, router_two = dict(meta_one["question_router"]), dict(meta_two["question_router"])
     map_one, map_two = router_one.pop("case_map"), router_two.pop("case_map")
+    asked_one, asked_two = router_one.pop("questions") or [], router_two.pop("questions") or []
     assert router_two == router_one and map_two[:len(map_one)] == map_one
+    assert asked_two[:len(asked_one)] == asked_one and all(d == 2 for d, _ in asked_two[len(asked_one):])
     # the adapter's config is request 1's (the override shaped request 2's training only)
     assert {k: v for k, v in meta_two["config"].items() if k != "forget_domains"} == \
         {k: v for k, v in meta_one["config"].items() if k != "forget_domains"}

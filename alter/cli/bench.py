@@ -5,6 +5,8 @@
     alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora,task_vector]   # lr sweep on the tune split
     alter-bench --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
     alter-bench --benchmark muse-news [--data DIR] [--split report|tune] [--methods ...]   # BBC articles
+    alter-bench --benchmark muse-news --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune fold
+    alter-bench --benchmark muse-news --tuned alter_runs/muse-news-tune-sweep/tuned.json [--methods ...]
 
 Every method runs in its own worker process (:mod:`alter.experiments.compare`); the run directory holds the
 table, the charts and every number (``compare.json``). ALTER hyperparameter flags and ``--config``
@@ -58,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what is forgotten: 'report' (the table; the default: TOFU authors 185-189, MUSE-News "
                       "the report fold of articles) or 'tune' (to choose settings on: TOFU 180-184, the other "
                       "fold; the default of --tune)")
-    tofu.add_argument("--tune", action="store_true", help="sweep each baseline's learning rate (3 values each) on "
-                      "the tune split, select one per method (best retain ROUGE-L among runs whose forget ROUGE-L "
-                      "is at most the never-taught floor + 0.05) and write tuned.json")
+    tofu.add_argument("--tune", action="store_true", help="sweep each baseline's learning rate (TOFU: 3 values "
+                      "each, MUSE-News: 2) on the tune split, select one per method (TOFU: best retain ROUGE-L among "
+                      "runs whose forget ROUGE-L is at most the never-taught floor + 0.05; MUSE-News: best KnowMem "
+                      "retain among runs within the never-taught VerbMem and KnowMem forget + 0.05) and write "
+                      "tuned.json")
     tofu.add_argument("--tuned", default=None, metavar="JSON", help="the learning rates that --tune selected (its "
                       "tuned.json)")
     tofu.add_argument("--requests", type=int, default=None, metavar="N", help="muse-news: unlearn the fold as N "
@@ -110,9 +114,6 @@ def _check(args) -> None:
         raise UsageError("--requests N (N >= 1) applies to --benchmark muse-news")
     if args.robustness_questions is not None and (args.benchmark != "tofu" or args.robustness_questions < 0):
         raise UsageError("--robustness-questions N (N >= 0) applies to --benchmark tofu")
-    if args.benchmark == "muse-news" and (args.tune or args.tuned):
-        raise UsageError("--tune / --tuned sweep on TOFU; on MUSE-News give the baselines' rates as method specs "
-                         "(npo@lr=1e-05) and run --split tune to choose them")
     if args.tune and args.tofu_split == "report":
         raise UsageError("--tune sweeps on the tune split; the report split is for the table (use --tuned)")
     if args.tune and args.tuned:
@@ -123,7 +124,7 @@ def run_comparison(args) -> int:
     from alter.experiments.compare import QUICK, CompareSettings, parse_methods, run_compare
     from alter.experiments.compare.settings import MUSE_NEWS, TOFU
 
-    from alter.experiments.compare.tuning import TUNED_BY_DEFAULT, seed_specs, sweep_specs
+    from alter.experiments.compare.tuning import MUSE_TUNED_BY_DEFAULT, TUNED_BY_DEFAULT, seed_specs, sweep_specs
     from alter.experiments.compare.variants import parse_spec
     from alter.config import AlterConfig
 
@@ -149,9 +150,11 @@ def run_comparison(args) -> int:
             raise UsageError(f"--tuned {args.tuned}: not a tuned.json (no 'method_lr')") from None
         values["method_lr"] = {**CompareSettings().method_lr, **{k: float(v) for k, v in chosen.items()}}
     if args.tune:
-        swept = [parse_spec(m).method for m in parse_methods(args.methods)] if args.methods else TUNED_BY_DEFAULT
-        values["methods"] = sweep_specs(swept, CompareSettings().method_lr)
-        values["eval_lean"] = True
+        muse = args.benchmark == "muse-news"
+        swept = ([parse_spec(m).method for m in parse_methods(args.methods)] if args.methods
+                 else MUSE_TUNED_BY_DEFAULT if muse else TUNED_BY_DEFAULT)
+        values["methods"] = sweep_specs(swept, CompareSettings().method_lr, values.get("dataset", "tofu"))
+        values["eval_lean"] = not muse          # MUSE-News scores every column (its rule reads four of them)
     if args.seeds is not None:
         values["methods"] = seed_specs(values["methods"], args.seeds)
     # ALTER flags and --config YAML apply to the alter and asymlora runs (recorded in settings.json, so a

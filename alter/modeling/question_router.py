@@ -25,7 +25,8 @@ expert mixed into a retain answer destroys it. This router decides by the questi
   (:meth:`QuestionRouter.unit_logits`).
 - Names: a unit that names a forget person as users type them (the surname alone, a typo one edit away;
   :mod:`alter.modeling.name_match`) scores at least ``threshold + spread`` for that person's domain, above
-  every domain it does not name.
+  every domain it does not name; so does a unit that holds a forget question in its own wording, whatever is
+  around it (:mod:`alter.modeling.question_match`).
 - Decision: the question goes to forget expert ``argmax_k s_k`` when ``s_k > threshold``, to the
   retain expert otherwise. ``threshold`` is calibrated on the training prompts themselves,
   leave-one-out (each prompt scored against banks without its own tokens), as the midpoint that
@@ -51,6 +52,7 @@ from torch import nn
 from alter.modeling.blocks import decoder_layers
 from alter.modeling.case_restore import CaseRestorer
 from alter.modeling.name_match import FLAGS_KEY, NameMatcher
+from alter.modeling.question_match import QuestionMatcher
 
 CASED_IDS_KEY = "question_router.cased_ids"
 EXCLUDED = -1.0e4      # router logit of an expert the question is not routed to
@@ -120,6 +122,9 @@ class QuestionRouter(nn.Module):
         # alone decide (passages, adapters saved before)
         self.name_matcher: Optional[NameMatcher] = None
         self._saved_names = None
+        # the forget questions' own wording as token ids (alter.modeling.question_match, docs/method.md §3); None:
+        # features alone decide (passages, adapters saved before)
+        self.question_matcher: Optional[QuestionMatcher] = None
 
     # ------------------------------------------------------------------ banks
     @property
@@ -157,8 +162,10 @@ class QuestionRouter(nn.Module):
         self._set_banks([b for k, b in enumerate(self.banks) if k != index])
         if self.case_restorer is not None:            # the words its request added go with it
             self.case_restorer = self.case_restorer.without(index)
-        if self.name_matcher is not None:             # and the name
-            self.name_matcher = self.name_matcher.without(index)
+        if self.name_matcher is not None:             # and the name (none left: no matcher, as before the request)
+            self.name_matcher = self.name_matcher.without(index) or None
+        if self.question_matcher is not None:         # and the questions
+            self.question_matcher = self.question_matcher.without(index) or None
 
     def state_tensors(self) -> Dict[str, torch.Tensor]:
         out = {f"question_router.bank.{k}": b.contiguous() for k, b in enumerate(self.banks)}
@@ -190,7 +197,8 @@ class QuestionRouter(nn.Module):
                 "referring_ids": self.referring_ids,
                 "isolated": self.isolated,
                 "case_map": None if self.case_restorer is None else self.case_restorer.metadata(),
-                "names": None if self.name_matcher is None else self.name_matcher.metadata()}
+                "names": None if self.name_matcher is None else self.name_matcher.metadata(),
+                "questions": None if self.question_matcher is None else self.question_matcher.metadata()}
 
     def load_metadata(self, saved: dict) -> None:
         self.layer = int(saved["layer"])
@@ -208,6 +216,8 @@ class QuestionRouter(nn.Module):
         self.case_restorer = None                        # rebuilt with its ids by load_state_tensors
         self._saved_names = saved.get("names")           # adapters saved before it: features alone decide
         self.name_matcher = None                         # rebuilt with its token flags by load_state_tensors
+        questions = saved.get("questions")               # adapters saved before it: features and names decide
+        self.question_matcher = QuestionMatcher.from_saved(questions) if questions else None
 
     # ------------------------------------------------------------------ scoring
     def _evidence(self, features: torch.Tensor, token_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -254,15 +264,23 @@ class QuestionRouter(nn.Module):
     def logits(self, features: torch.Tensor, token_mask: Optional[torch.Tensor] = None,
                input_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``[B, 1+K]`` router logits; with the unit's ``input_ids`` ``[B, T]``, a unit that names a forget person
-        (:attr:`name_matcher`) scores at least ``threshold + spread`` for that person's domain, and every domain it
-        does not name less."""
+        (:attr:`name_matcher`) or holds a forget question in its own wording (:attr:`question_matcher`) scores at
+        least ``threshold + spread`` for that domain, and every domain it does not name or ask less."""
         scores = self.scores(features, token_mask)
-        if self.name_matcher is not None and input_ids is not None and scores.shape[1]:
+        matchers = [m for m in (self.name_matcher, self.question_matcher) if m is not None]
+        if matchers and input_ids is not None and scores.shape[1]:
             mask = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask
             K = scores.shape[1]
-            hit = torch.tensor([[k + 1 in ds for k in range(K)] for ds in self.name_matcher.named_rows(input_ids, mask)],
+            found = [set() for _ in range(input_ids.shape[0])]
+            if self.name_matcher is not None:
+                for f, ds in zip(found, self.name_matcher.named_rows(input_ids, mask)):
+                    f.update(ds)
+            if self.question_matcher is not None:
+                for f, ds in zip(found, self.question_matcher.asked_rows(input_ids, mask)):
+                    f.update(ds)
+            hit = torch.tensor([[k + 1 in ds for k in range(K)] for ds in found],
                                dtype=torch.bool, device=scores.device).reshape(-1, K)
-            floor = self.threshold + self.spread      # a named person's domain outranks every domain not named
+            floor = self.threshold + self.spread      # a named or asked domain outranks every other
             others = torch.where(hit.any(dim=1, keepdim=True), scores.clamp(max=floor - 1e-4), scores)
             scores = torch.where(hit, scores.clamp(min=floor), others)
         return self.logits_from_scores(scores)

@@ -9,7 +9,8 @@
 - :func:`unit_features`: each row's routing-unit features, from passes cut at the router's block (a
   passage, a row without a prompt, is read whole: a raw prompt is routed by all of it);
 - :func:`configure_names`: with ``route_names``, each forget domain's person's name as token ids
-  (:mod:`alter.modeling.name_match`), so a question naming them in part still reaches their expert;
+  (:mod:`alter.modeling.name_match`), so a question naming them in part still reaches their expert; with
+  ``route_forget_questions``, each forget question's own wording (:mod:`alter.modeling.question_match`);
 - :func:`name_variant_features`: with ``router_name_variants``, the same for each forget question with its
   names altered (:mod:`alter.data.name_variants`), more rows of its domain's bank.
 """
@@ -26,6 +27,7 @@ from alter.data.name_variants import name_variants
 from alter.data.prompts import EncodedExample, collate, prompt_ids
 from alter.modeling.case_restore import build_case_map
 from alter.modeling.name_match import build_name_matcher
+from alter.modeling.question_match import build_question_matcher
 from alter.modeling.routing_unit import referring_token_ids, user_turn_marker
 
 
@@ -57,9 +59,10 @@ def configure_units(router, tokenizer, config: AlterConfig, forget: Sequence = (
 
 def configure_names(router, tokenizer, config: AlterConfig, items: Sequence, examples: Sequence) -> None:
     """With ``config.route_names``: the router's name matcher from the forget questions of each domain
-    (``examples[i]`` is item ``i``'s example) against the retain questions. A router calibrated before (a new
-    request) keeps its names and gains those of its new, still empty, domains."""
-    if not config.route_names:
+    (``examples[i]`` is item ``i``'s example) against the retain questions; with ``config.route_forget_questions``
+    its question matcher from the same. A router calibrated before (a new request) keeps its names and questions
+    and gains those of its new, still empty, domains."""
+    if not (config.route_names or config.route_forget_questions):
         return
     asked = [(items[i].domain_id, q) for i, e in enumerate(examples[:len(items)])
              for q in [getattr(e, "question", None)] if q]
@@ -69,12 +72,16 @@ def configure_names(router, tokenizer, config: AlterConfig, items: Sequence, exa
         if d > 0 and (new is None or d in new):
             forget.setdefault(d, []).append(q)
     retain = [q for d, q in asked if d == 0]
-    if new is None:
+    if config.route_names and new is None:
         router.name_matcher = build_name_matcher(tokenizer, forget, retain)
-    elif forget:
+    elif config.route_names and forget:
         old = router.name_matcher
         added = build_name_matcher(tokenizer, forget, retain, flags=None if old is None else old.flags)
         router.name_matcher = added if old is None else old.merged(added)
+    if config.route_forget_questions and (new is None or forget):
+        added = build_question_matcher(tokenizer, forget, retain)
+        old = router.question_matcher if new is not None else None
+        router.question_matcher = added if old is None else old.merged(added)
 
 
 def unit_texts(examples: Sequence) -> List[str]:

@@ -22,7 +22,7 @@ from alter.config import AlterConfig
 from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
 from alter.experiments.compare.table import (columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv,
                                             to_markdown)
-from alter.experiments.compare.tuning import average_seeds, floor_of, select
+from alter.experiments.compare.tuning import average_seeds, floor_of, select, select_muse
 from alter.experiments.compare.variants import parse_spec
 
 ALTER_DEFAULTS = "alter_defaults.json"    # AlterConfig's defaults when the folder's runs were made
@@ -187,7 +187,15 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     summary = {"settings": settings.to_dict(), "rows": rows, "runs": runs_rows, "pareto_front": front,
                "pareto_front_forget_quality": front_fq,
                "seconds": round(time.time() - t0, 1), "charts": [str(c) for c in charts]}
-    if tuning:
+    if tuning and settings.dataset == "muse_news":
+        chosen = select_muse(runs_rows)
+        never = next(r for r in runs_rows if r["method"] == "retain")
+        summary["tuned"] = {"floor": {k: never[k] for k in ("verbmem_forget", "knowmem_forget")},
+                            "rule": "best KnowMem retain (then VerbMem retain) among VerbMem forget and KnowMem "
+                            "forget <= the never-taught model's + 0.05, else the lowest VerbMem forget",
+                            "selected": chosen, "method_lr": {m: c["lr"] for m, c in chosen.items()}}
+        alter_io.atomic_write_json(out_dir / "tuned.json", summary["tuned"])
+    elif tuning:
         floor = floor_of(rows)
         if floor is None:
             raise RuntimeError("the sweep needs the finetune row's never-taught ROUGE-L (the floor)")
@@ -199,10 +207,13 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
     alter_io.atomic_write_json(out_dir / "compare.json", summary)
     logger.info("\n" + table + "\n")
     if tuning:
+        floor = summary["tuned"]["floor"]
+        floor = (", ".join(f"{k} {v:.3f}" for k, v in floor.items()) if isinstance(floor, dict) else f"{floor:.3f}")
         for m, c in summary["tuned"]["selected"].items():
             logger.info(f"[tune] {m}: lr {c['lr']:g} selected ({'reaches' if c['reaches_floor'] else 'does not reach'} "
-                        f"the floor {summary['tuned']['floor']:.3f} + 0.05)")
-        logger.info(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-bench --benchmark tofu --tuned "
+                        f"the floor {floor} + 0.05)")
+        bench = "muse-news" if settings.dataset == "muse_news" else "tofu"
+        logger.info(f"[tune] wrote {out_dir / 'tuned.json'}; report with: alter-bench --benchmark {bench} --tuned "
                     f"{out_dir / 'tuned.json'}")
     logger.info(f"Pareto front ({efficacy.replace('_', ' ')} vs {utility.replace('_', ' ')}): {', '.join(front)}")
     logger.info(f"Pareto front (forget quality vs model utility): {', '.join(front_fq)}")
