@@ -153,12 +153,22 @@ class AlterConfig:
                                         "probability exp(-mean NLL) of the forget answers of the last "
                                         "stop_probability_steps steps (read from the training forward) is at most "
                                         "this, but not before phase2_min_steps; negative (the default): off")
-    stop_level_scale: float = _f(1.0,
+    stop_level_scale: float = _f(0.75,
                                  "the default stop: end phase II once stop_check_questions forget answers, scored "
                                  "as generation would, are on average at most this times as likely as mismatched "
                                  "answers (each question with another forget domain's answer) under the starting "
                                  "model; checked every stop_check_every steps from phase2_min_steps on; negative: "
                                  "off (docs/method.md section 4)")
+    stop_stall_scale: float = _f(1.25,
+                                 "the level stop's fallback: a check whose reading is at most this times the "
+                                 "mismatched answers' probability (and above the level) and no lower than the "
+                                 "previous check's ends phase II (the forget answers stopped falling short of the "
+                                 "level); applies when above stop_level_scale; negative: off (docs/method.md "
+                                 "section 4)")
+    stop_passage_level_scale: float = _f(1.0,
+                                         "the level stop's scale on a forget set of passages with reference texts "
+                                         "(MUSE-style: unseen text under the starting model, a level with no "
+                                         "taught answer in it to scale away)")
     stop_probability_steps: int = _f(4, "steps the forget-probability stop averages over")
     stop_check_every: int = _f(5, "steps between two checks of the level and answer-overlap stops")
     stop_check_every_passages: int = _f(1, "steps between two checks of the level stop on a forget set of passages "
@@ -242,6 +252,9 @@ class AlterConfig:
             bad("stop_forget_probability", "must be < 1 (a probability; negative disables the probability check)")
         if not math.isfinite(self.stop_level_scale):
             bad("stop_level_scale", "must be a finite number (negative disables the level stop)")
+        for name in ("stop_stall_scale", "stop_passage_level_scale"):
+            if not math.isfinite(getattr(self, name)):
+                bad(name, "must be a finite number")
         if not self.stop_answer_overlap < 1:
             bad("stop_answer_overlap", "must be < 1 (a ROUGE-L recall; negative disables the answer check)")
         if not self.stop_when_forgotten < 1:

@@ -63,7 +63,7 @@ def test_phase2_stops_at_the_first_check_under_the_level_and_logs_it(tiny_tokeni
 
 
 def test_a_level_never_reached_runs_the_whole_budget(tiny_tokenizer, tmp_path):
-    tr = _trainer(tiny_tokenizer, tmp_path, stop_level_scale=0.0, stop_check_every=1)
+    tr = _trainer(tiny_tokenizer, tmp_path, stop_level_scale=0.0, stop_stall_scale=-1.0, stop_check_every=1)
     tr.train()
     assert "stopped_early_at" not in tr.report.phases["phase2"] and tr.report.phases["phase2"]["steps"] == 6
     assert len(FORGET) == 4
@@ -74,7 +74,7 @@ def test_the_check_keeps_the_base_pass_and_starts_from_the_last_fixed_point_with
     """The stop check scores its fixed sample as a full scoring forward does (evaluate_qa), check after
     check while the experts move, but runs the base pass once and, with nothing changed, one adapted pass
     per batch (alter/modeling/scoring_pass.py)."""
-    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_stall_scale=-1.0, stop_check_every=1).train()
     assert model.question_router is not None and model.question_router.fitted
     stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
                            batch_size=2, level=1.0)       # a level every reading is under: every check scores all
@@ -112,7 +112,7 @@ def test_scoring_pass_gives_the_scoring_forward_logits_from_any_starting_guess(t
     from alter.data.prompts import collate, encode_qa, pad_id
     from alter.modeling.scoring_pass import ScoringCache, scoring_pass
 
-    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_stall_scale=-1.0, stop_check_every=1).train()
     model.eval()
     encoded = [encode_qa(tiny_tokenizer, e.question, e.answer) for e in FORGET]
     batch = collate(encoded, pad_id(tiny_tokenizer))
@@ -134,7 +134,7 @@ def test_a_check_that_cannot_pass_stops_early_with_the_full_checks_decision(tiny
     """Once the answers scored so far, over the whole sample's size, exceed the level, the rest cannot bring
     the mean down to it: the check fails after fewer batches (the likeliest first from the second check on),
     logs that lower bound and the share scored, and decides as the full check does."""
-    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_check_every=1).train()
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_stall_scale=-1.0, stop_check_every=1).train()
     full = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
                            batch_size=1, level=1.0)
     assert full.forgotten(model) and full.scored == 1.0
@@ -163,3 +163,65 @@ def test_a_check_that_cannot_pass_stops_early_with_the_full_checks_decision(tiny
     passing = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0,
                               system_prompt=None, batch_size=1, level=reading * 1.001)
     assert passing.forgotten(model) and passing.scored == 1.0 and passing.last == pytest.approx(reading, rel=1e-6)
+
+
+def _scripted(stop, readings, monkeypatch):
+    """Make ``stop``'s checks read ``readings`` one after another."""
+    values = iter(readings)
+    monkeypatch.setattr(stop, "_reading", lambda model: next(values))
+
+
+def test_the_stall_rule_stops_once_the_answers_stop_falling_under_the_stall_level(tiny_tokenizer, monkeypatch):
+    """Under the stall level (above the level), a check that reads no lower than the one before ends phase II;
+    above the stall level, or still falling, it does not; at the level it stops as before."""
+    stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=0.5, every=1, min_step=1, seed=0, system_prompt=None,
+                           stall_scale=1.0, level=0.2, stall_level=0.4)
+    _scripted(stop, [0.6, 0.7, 0.35, 0.3, 0.31], monkeypatch)
+    decisions = [stop.forgotten(None) for _ in range(5)]
+    assert decisions == [False, False, False, False, True]   # 0.7 >= 0.6 but above the stall level
+    assert stop.stalled and stop.last == 0.31
+    log = EarlyStop(alter.AlterConfig(), None, None, level=stop).log_values()
+    assert log["forget_level_stalled"] == 1.0 and log["forget_stall_level"] == 0.4
+    at_level = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=0.5, every=1, min_step=1, seed=0,
+                               system_prompt=None, stall_scale=1.0, level=0.2, stall_level=0.4)
+    _scripted(at_level, [0.3, 0.19], monkeypatch)
+    assert [at_level.forgotten(None) for _ in range(2)] == [False, True] and not at_level.stalled
+
+
+def test_the_stall_rule_is_off_when_its_scale_is_not_above_the_levels_and_kept_by_checkpoints(tiny_tokenizer):
+    kw = dict(n=4, every=1, min_step=1, seed=0, system_prompt=None, level=0.2)
+    assert ForgetLevelStop(tiny_tokenizer, FORGET, scale=1.0, stall_scale=1.0, **kw).stall_scale is None
+    assert ForgetLevelStop(tiny_tokenizer, FORGET, scale=0.5, stall_scale=None, **kw).stall_scale is None
+    stop = ForgetLevelStop(tiny_tokenizer, FORGET, scale=0.5, stall_scale=1.0, stall_level=0.4, **kw)
+    stop.last = 0.33
+    state = stop.state()
+    assert state == {"level": 0.2, "stall_level": 0.4, "last": 0.33}
+    # a resumed run keeps the levels and the reading the stall rule compares with
+    config = alter.AlterConfig(stop_level_scale=0.5, stop_stall_scale=1.0)
+    plan = [[0, 1], [2, 3]]
+    again = EarlyStop.build(config, tiny_tokenizer, FORGET, plan, lambda i: True, {"level": state}).level
+    assert (again.level, again.stall_level, again.last) == (0.2, 0.4, 0.33)
+
+
+def test_the_stall_level_comes_from_the_same_mismatched_answers_as_the_level(tiny_tokenizer):
+    torch.manual_seed(0)
+    model = alter.wrap(make_tiny_llama(len(tiny_tokenizer)), alter.AlterConfig(forget_domains=["d0", "d1"]), theta=1.0)
+    stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=0.5, every=1, min_step=1, seed=0, system_prompt=None,
+                           stall_scale=1.25)
+    level = stop.calibrate(model)
+    assert stop.stall_level == pytest.approx(level / 0.5 * 1.25, rel=1e-6)
+
+
+def test_a_reading_under_the_stall_level_is_scored_whole(tiny_tokenizer):
+    """The early exit fails a check once it cannot reach the higher of the two levels: a reading the stall rule
+    compares is always the whole sample's."""
+    model = _trainer(tiny_tokenizer, stop_level_scale=0.0, stop_stall_scale=-1.0, stop_check_every=1).train()
+    full = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=1.0, every=1, min_step=1, seed=0, system_prompt=None,
+                           batch_size=1, level=1.0)
+    full.forgotten(model)
+    reading = full.last
+    stop = ForgetLevelStop(tiny_tokenizer, FORGET, n=4, scale=0.5, every=1, min_step=1, seed=0, system_prompt=None,
+                           batch_size=1, level=reading / 100, stall_scale=1.0, stall_level=reading * 1.001)
+    assert not stop.forgotten(model)                      # the first check: nothing to compare with
+    assert stop.scored == 1.0 and stop.last == pytest.approx(reading, rel=1e-6)
+    assert stop.forgotten(model) and stop.stalled         # the same reading again: stalled

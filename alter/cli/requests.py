@@ -25,7 +25,8 @@ REQUEST_OVERRIDES = (
     "phase2_epochs", "phase2_min_steps", "lr_phase2", "batch_size", "seed", "max_grad_norm", "weight_decay",
     "gradient_checkpointing", "fused_lm_head", "margin", "lambda_forget", "lambda_retain", "lambda_struct",
     "struct_kl_top_k", "hinge_tokens", "struct_tokens", "anchor_per_forget", "stop_level_scale",
-    "stop_forget_probability", "stop_when_forgotten", "stop_window_steps", "stop_answer_overlap",
+    "stop_stall_scale", "stop_passage_level_scale", "stop_forget_probability", "stop_when_forgotten",
+    "stop_window_steps", "stop_answer_overlap",
     "stop_probability_steps", "stop_check_every", "stop_check_every_passages", "stop_check_questions",
     "router_bank_size", "max_length", "system_prompt",
 )

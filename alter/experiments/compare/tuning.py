@@ -45,6 +45,9 @@ MUSE_TUNE_LRS: Dict[str, List[float]] = {
     "npo": [2e-5, 5e-5],
     "rmu": [5e-3, 2e-2],
     "lora": [2e-4, 5e-4],
+    # the reinforcement learns text the taught model already reproduces (small gradients): TOFU's grid's
+    # upper half
+    "task_vector": [5e-5, 2e-4],
 }
 TUNED_BY_DEFAULT = tuple(TUNE_LRS)
 MUSE_TUNED_BY_DEFAULT = tuple(MUSE_TUNE_LRS)

@@ -67,7 +67,11 @@ class EarlyStop:
                                     system_prompt=config.system_prompt, max_length=config.max_length,
                                     batch_size=config.batch_size,   # a training batch's memory, not more
                                     level=(state.get("level") or {}).get("level"), reference=reference,
-                                    every_passages=config.stop_check_every_passages)
+                                    every_passages=config.stop_check_every_passages,
+                                    stall_scale=config.stop_stall_scale if config.stop_stall_scale >= 0 else None,
+                                    passage_scale=config.stop_passage_level_scale,
+                                    stall_level=(state.get("level") or {}).get("stall_level"))
+            level.last = (state.get("level") or {}).get("last")
         if window is None and answers is None and probability is None and level is None:
             return None
         return cls(config, window, answers, probability, level)
@@ -111,6 +115,10 @@ class EarlyStop:
         if self.level is not None and self.level.last is not None:
             values["forget_level_reading"], values["forget_level"] = self.level.last, self.level.level
             values["forget_level_scored"] = self.level.scored
+            if self.level.stall_level is not None:
+                values["forget_stall_level"] = self.level.stall_level
+            if self.level.stalled:
+                values["forget_level_stalled"] = 1.0
         return values
 
     def state(self) -> Optional[dict]:

@@ -12,7 +12,7 @@ where ``a_m(i)`` is the answer of another forget example (from another forget do
 one, e.g. another author), ``p0`` the starting model (adapters off) and ``p(a | q) = exp(-mean NLL)``
 over the answer tokens with its EOS (TOFU's probability). A mismatched answer has the shape of an
 answer to the question but not its facts; the starting model still knows the other answer, so it
-is scaled down (``stop_level_scale``, chosen on the TOFU tune split, checked on the report split).
+is scaled down (``stop_level_scale``, 0.75).
 
 Every ``stop_check_every`` steps from ``phase2_min_steps`` on, the current model scores the sample's
 true answers exactly as generation would (the prompt's end given, :func:`alter.eval.scoring.
@@ -23,16 +23,33 @@ size, exceed the level (the answers not yet scored can only add to the mean), th
 scoring the rest. The decision is the full check's; the logged reading (``forget_level_reading``) is
 then that lower bound and ``forget_level_scored`` the share of the sample scored (1.0 when complete).
 
+The stall rule (``stop_stall_scale``, 1.25 by default): the forget answers do not fall forever. The hinge is
+bounded and the KL holds the answer's structure, so the reading bottoms out and rises again, and where it
+bottoms differs from seed to seed (TOFU tune split, 3 seeds: at 0.40, 0.54 and 1.01 times the mismatched
+answers' probability). A level under the bottom would run phase II to its cap while the answers drift back
+up (docs/method.md section 4). So a second, higher level is kept,
+
+    stall = stop_stall_scale * mean_i p0(a_m(i) | q_i),
+
+and a check whose reading is at most it and no lower than the previous check's ends phase II too: the answers
+are near the mismatched answers' level and have stopped falling. A check scores its sample whole whenever
+its reading can be at most the stall level (the early exit below compares with the higher of the two
+levels), so the two readings the rule compares are exact. Both scales were chosen on the TOFU tune split from
+recorded readings (:mod:`alter.experiments.compare.stop_trajectory`) and checked on the report split.
+
 Passages (raw text, no question: MUSE-style forget sets) have no answer. Given ``reference`` texts (text
 of the same kind the model never saw, e.g. other articles), the check reads what a membership attack
 reads: the Min-K% statistic (k = 0.4: the mean log-probability of the 40% least likely tokens) of each
 passage scored whole, as plain language modelling is scored (the router decides from the whole text):
 
     reading = exp(-mean_i MinK_i)       over up to 2n trained passages, the current model
-    level   = stop_level_scale * exp(-mean_j MinK_j)   over the reference texts, the starting model
+    level   = stop_passage_level_scale * exp(-mean_j MinK_j)   over the reference texts, the starting model
 
 and phase II ends once ``reading <= level``: the forget passages are no more likely, in the attack's own
-statistic, than unseen text of their kind was before unlearning. The mean is taken in log space (nats) so
+statistic, than unseen text of their kind was before unlearning. Its scale is its own
+(``stop_passage_level_scale``, 1): unseen text holds nothing the starting model was taught, unlike a
+mismatched answer, so there is no taught share to scale away; the stall rule does not apply (the checks run
+every step, where a reading can rise by noise alone). The mean is taken in log space (nats) so
 that a few very predictable reference texts do not set the level. A passage check is one adapted forward
 per batch (the base pass is kept), so it runs every ``stop_check_every_passages`` steps (1 by default):
 on memorised news the forget passages' Min-K% moves by up to 0.6 nats in 5 steps, which is 40 points
@@ -138,7 +155,8 @@ class ForgetLevelStop:
     def __init__(self, tokenizer, examples: Sequence[Any], *, n: int, scale: float, every: int, min_step: int,
                  seed: int, system_prompt: Optional[str], max_length: Optional[int] = None, batch_size: int = 16,
                  level: Optional[float] = None, reference: Optional[Sequence[str]] = None,
-                 every_passages: int = 1):
+                 every_passages: int = 1, stall_scale: Optional[float] = None, passage_scale: Optional[float] = None,
+                 stall_level: Optional[float] = None):
         if len(examples) < 2:
             raise ValueError("the forget-level stop needs at least 2 forget examples")
         partners = mismatched_partners([field(e, "domain") for e in examples], seed)
@@ -162,19 +180,31 @@ class ForgetLevelStop:
                                                [str(field(examples[partners[i]], "answer")) for i in pick], **kw)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad, self.batch_size = int(pad), int(batch_size)
+        if self.passages and passage_scale is not None:
+            scale = passage_scale
         self.scale, self.every, self.min_step = float(scale), max(1, int(every)), int(min_step)
+        # the stall rule (module docstring): answers only; off when its level is not above the level itself
+        usable = not self.passages and stall_scale is not None and stall_scale > self.scale
+        self.stall_scale = float(stall_scale) if usable else None
         self.level = level
+        self.stall_level = stall_level if usable else None
+        self.stalled = False             # whether the stall rule (not the level) ended phase II
         self.last: Optional[float] = None
         self.scored = 1.0                # the share of the sample the last check scored (early exit: less)
         self._caches: dict = {}          # the check's scoring cache per batch (alter/modeling/scoring_pass.py)
         self._batch_means: dict = {}     # each batch's mean probability at its last scoring (the order to score)
 
     def calibrate(self, model) -> float:
-        """The level from the starting model (adapters off): once, before phase II's first update."""
-        if self.level is None:
+        """The level from the starting model (adapters off): once, before phase II's first update (the stall
+        rule's level with it)."""
+        if self.level is None or (self.stall_scale is not None and self.stall_level is None):
             with model.disable_adapters():
                 read = mean_min_k if self.passages else mean_probability
-                self.level = self.scale * read(model, self.mismatched, self.pad, self.batch_size)
+                base = read(model, self.mismatched, self.pad, self.batch_size)
+            if self.level is None:
+                self.level = self.scale * base
+            if self.stall_scale is not None and self.stall_level is None:
+                self.stall_level = self.stall_scale * base
         return self.level
 
     def due(self, step: int) -> bool:
@@ -182,8 +212,15 @@ class ForgetLevelStop:
         return step >= self.min_step and (step - self.min_step) % self.every == 0
 
     def forgotten(self, model) -> bool:
-        self.last = self._reading(model)
-        return self.last <= self.calibrate(model)
+        """The check: the sample's reading at most the level, or (the stall rule) at most the stall level and
+        no lower than the previous check's reading."""
+        level = self.calibrate(model)
+        previous, self.last = self.last, self._reading(model)
+        if self.last <= level:
+            return True
+        self.stalled = (self.stall_level is not None and previous is not None
+                        and previous <= self.last <= self.stall_level)
+        return self.stalled
 
     def _reading(self, model) -> float:
         """:func:`mean_probability` of the sample's true answers (passages: :func:`mean_min_k`), each batch from
@@ -217,6 +254,8 @@ class ForgetLevelStop:
         groups = batches(order, self.batch_size)
         n = sum(1 for e in self.true if any(t != IGNORE_INDEX for t in e.labels[1:]))
         level = self.calibrate(model)
+        if self.stall_level is not None:     # a reading under the stall level is needed exactly (the stall rule)
+            level = max(level, self.stall_level)
         probabilities = {}
         known = self._batch_means            # the batches scored before, likeliest first, then the others
         for b in sorted(range(len(groups)), key=lambda g: (0, -known[g]) if g in known else (1, g)):
@@ -235,4 +274,4 @@ class ForgetLevelStop:
         return sum(values) / len(values) if values else 0.0
 
     def state(self) -> dict:
-        return {"level": self.level}
+        return {"level": self.level, "stall_level": self.stall_level, "last": self.last}
