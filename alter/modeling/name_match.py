@@ -52,6 +52,21 @@ Ids = Tuple[int, ...]
 TITLES = frozenset("Mr Mrs Ms Miss Mx Dr Prof Professor Sir Dame Madam Author Writer Novelist Poet".split())
 
 
+def token_runs(ids: Sequence[int], mask: Optional[Sequence[bool]], by_first: Dict[int, Sequence[tuple]]):
+    """``(ids, inside, j, end, entry)`` for each entry of ``by_first[ids[j]]`` whose run of ids (``entry[0]``) is
+    ``ids[j:end]``, every token of it inside ``mask`` (all of ``ids`` when None): the lexical scan both
+    :class:`NameMatcher` and :class:`alter.modeling.question_match.QuestionMatcher` make of a unit."""
+    ids = [int(i) for i in ids]
+    inside = [True] * len(ids) if mask is None else [bool(m) for m in mask]
+    for j, token in enumerate(ids):
+        if not inside[j]:
+            continue
+        for entry in by_first.get(token, ()):
+            end = j + len(entry[0])
+            if tuple(ids[j:end]) == entry[0] and all(inside[j:end]):
+                yield ids, inside, j, end, entry
+
+
 class NameMatcher:
     """Per forget domain, surname forms and given-name forms as token ids; :meth:`named` finds the domain a
     unit names. ``entries``: ``(domain, surname forms, given-name forms)`` (domain indices as the router's
@@ -100,21 +115,13 @@ class NameMatcher:
     def named(self, ids: Sequence[int], mask: Optional[Sequence[bool]] = None) -> List[int]:
         """The forget domains the unit (``ids`` where ``mask`` is True) names, in index order (two when it
         names a surname two forget persons share: the router's features choose between them)."""
-        ids = [int(i) for i in ids]
-        inside = [True] * len(ids) if mask is None else [bool(m) for m in mask]
         found = set()
-        for j, token in enumerate(ids):
-            if not inside[j]:
-                continue
-            for form, domain, given in self._by_first.get(token, ()):
-                end = j + len(form)
-                if tuple(ids[j:end]) != form or not all(inside[j:end]):
-                    continue
-                if end < len(ids) and inside[end] and self._flag(ids[end], CONTINUES):
-                    continue                                # a longer word (Parker)
-                own = any(j >= len(g) and tuple(ids[j - len(g):j]) == g and all(inside[j - len(g):j]) for g in given)
-                if own or not self._word_before_is_a_name(ids, inside, j):
-                    found.add(domain)
+        for ids, inside, j, end, (form, domain, given) in token_runs(ids, mask, self._by_first):
+            if end < len(ids) and inside[end] and self._flag(ids[end], CONTINUES):
+                continue                                # a longer word (Parker)
+            own = any(j >= len(g) and tuple(ids[j - len(g):j]) == g and all(inside[j - len(g):j]) for g in given)
+            if own or not self._word_before_is_a_name(ids, inside, j):
+                found.add(domain)
         return sorted(found)
 
     def named_rows(self, ids: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:

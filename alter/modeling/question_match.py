@@ -33,6 +33,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from alter.modeling.name_match import token_runs
+
 MIN_CORE_WORDS = 4
 OPENING_WORDS = 3
 Ids = Tuple[int, ...]
@@ -68,17 +70,7 @@ class QuestionMatcher:
 
     def asked(self, ids: Sequence[int], mask: Optional[Sequence[bool]] = None) -> List[int]:
         """The forget domains one of whose cores the unit (``ids`` where ``mask`` is True) holds, in index order."""
-        ids = [int(i) for i in ids]
-        inside = [True] * len(ids) if mask is None else [bool(m) for m in mask]
-        found = set()
-        for j, token in enumerate(ids):
-            if not inside[j]:
-                continue
-            for core, domain in self._by_first.get(token, ()):
-                end = j + len(core)
-                if tuple(ids[j:end]) == core and all(inside[j:end]):
-                    found.add(domain)
-        return sorted(found)
+        return sorted({entry[1] for *_, entry in token_runs(ids, mask, self._by_first)})
 
     def asked_rows(self, ids: torch.Tensor, mask: torch.Tensor) -> List[List[int]]:
         """:meth:`asked` of each row of ``ids`` ``[B, L]`` within ``mask`` ``[B, L]``."""
