@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 from alter import io as alter_io
 from alter.config import AlterConfig
+from alter.experiments.compare.degeneration_columns import degeneration_columns
 from alter.experiments.compare.settings import ALL_METHODS, CompareSettings
 from alter.experiments.compare.table import (columns_for, pareto_front, robustness_markdown, routing_markdown, to_csv,
                                             to_markdown)
@@ -149,6 +150,8 @@ def run_compare(settings: CompareSettings, out_dir, *, progress: bool = True, th
         return _write_sequential(settings, results, order, out_dir, t0)
     # the retain model's own forget quality is against itself: the KS test of a sample with itself
     _ks_against_retain(results)
+    for result in results.values():        # loops and stray scripts, from the stored generations
+        result["row"].update(degeneration_columns(result))
     runs_rows = [results[m]["row"] for m in order if m in settings.methods]
     rows = average_seeds(runs_rows)
     utility = {"tofu": "retain_rougeL_recall", "muse_news": "knowmem_retain"}.get(settings.dataset, "model_utility")

@@ -32,6 +32,7 @@ TOFU_COLUMNS = [
     ("real_authors_accuracy", "real authors acc.", "{:.3f}"),
     ("forget_probability_ks_p", "KS p (forget prob. vs retain)", "{:.3g}"),
     ("fluency_mean", "fluency proxy ↑", "{:.2f}"),
+    ("forget_degenerate", "degenerate forget answers ↓", "{:.2f}"),
     ("train_seconds", "wall time (s)", "{:.0f}"),
     ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
 ]
@@ -48,6 +49,7 @@ MUSE_COLUMNS = [
     ("world_facts_accuracy", "world facts acc.", "{:.3f}"),
     ("real_authors_accuracy", "real authors acc.", "{:.3f}"),
     ("fluency_mean", "fluency proxy ↑", "{:.2f}"),
+    ("verbmem_forget_degenerate", "degenerate continuations ↓", "{:.2f}"),
     ("unlearn_steps", "steps", "{:.0f}"),
     ("train_seconds", "wall time (s)", "{:.0f}"),
     ("peak_memory_bytes", "peak memory (GiB)", "{:.2f}"),
