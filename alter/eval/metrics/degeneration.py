@@ -8,7 +8,7 @@ this metric counts them. An answer is *degenerate* when either holds:
 
 - **loop**: its word 3-gram repetition rate (``1 - distinct / total``, :func:`ngram_repetition_rate`) is at
   least ``REPETITION_THRESHOLD`` (0.15). On the TOFU benchmark the taught and never-taught models' answers
-  (844 per model and split: every robustness variant, forget and retain) and the true answers pass that
+  (804 per model and split: every robustness variant, forget and retain) with the 40 true answers pass that
   line in at most 1.1% of cases;
 - **stray script**: it holds a letter of a writing system (the first word of the letter's Unicode name:
   LATIN, HANGUL, CJK, CYRILLIC, ...) that neither its prompt nor its true answer holds.
