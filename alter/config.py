@@ -103,6 +103,11 @@ class AlterConfig:
     lambda_complement: float = _f(0.0, "weight of a KL at the hinge positions between the starting model's "
                                   "distribution without the forgotten token and the model's (where the pushed-down "
                                   "mass goes; an option, off by default; docs/method.md section 4)")
+    lambda_repetition: float = _f(0.0, "weight of an unlikelihood term on the forget expert's own greedy answers: the "
+                                  "tokens that repeat an earlier 4-gram of the answer or bring in a writing system "
+                                  "the question and answer lack are pushed down (on-policy; an option, off by "
+                                  "default; docs/method.md section 4)")
+    repetition_every: int = _f(1, "phase II steps between two generations of the repetition unlikelihood term")
     lambda_route: float = _f(1.0, "weight of the router's domain cross-entropy on low-entropy tokens")
     margin: float = _f(3.0,
                        "hinge margin: push the true token this far below the runner-up, then stop (the spec: 1; "
@@ -236,14 +241,15 @@ class AlterConfig:
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         for name in ("stop_check_every", "stop_check_every_passages", "stop_check_questions",
-                     "stop_probability_steps"):
+                     "stop_probability_steps", "repetition_every"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) <= 0:
                 bad(name, "must be a positive integer")
         for name in ("top_k", "struct_kl_top_k"):
             if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         for name in ("phase1_epochs", "phase2_epochs", "retain_per_forget", "anchor_per_forget", "weight_decay", "max_grad_norm",
-                     "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route", "lambda_complement"):
+                     "lambda_forget", "lambda_retain", "lambda_struct", "lambda_route", "lambda_complement",
+                     "lambda_repetition"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         if not 0.0 <= self.plain_prompt_share <= 1.0:

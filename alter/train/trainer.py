@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.data.prompts import IGNORE_INDEX, pad_id
+from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
+from alter.eval.batch_generation import generate_token_ids
 from alter.modeling.entropy import is_high, resolve_theta, shift_entropy
 from alter.modeling.model import AlterModel, wrap
 from alter.modeling.question_router import QuestionRouter
@@ -49,6 +50,8 @@ from alter.train.batches import (TrainItem, collate_items, encode_items, forget_
 from alter.train.stopping import EarlyStop
 from alter.train.router_bank import configure_units, name_variant_features, positioned, router_only_rows, unit_features
 from alter.train.kl_targets import ensure_targets
+from alter.train.repetition_loss import (REPETITION_MAX_NEW_TOKENS, candidate_log_probs, candidate_positions,
+                                         context_text, unlikelihood)
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import HeadInput, phase1_loss, phase2_losses
 from alter.train.step_values import step_values
@@ -385,6 +388,44 @@ class AlterTrainer:
                              attention_mask=mask, struct_tokens=cfg.struct_tokens, content=content,
                              kl_targets=kl_targets, lambda_complement=cfg.lambda_complement)
 
+    def _repetition_backward(self, idx: List[int], weight: float, train_model) -> Dict[str, torch.Tensor]:
+        """The on-policy unlikelihood term of the step's forget rows (:mod:`alter.train.repetition_loss`):
+        greedy answers through the inference path, their degenerate tokens found, and ``lambda_repetition``
+        times the unlikelihood of those tokens (under the routing generation gave them) back-propagated.
+        Returns the logged values (``repetition``: the term; ``repetition_rows``: rows with candidates)."""
+        cfg, model = self.config, self.model
+        rows = [self.items[i].encoded for i in idx if self.items[i].domain_id != 0]
+        rows = [e for e in rows if 0 < e.prompt_length < len(e.input_ids)]      # passages have no prompt
+        zero = torch.zeros((), device=model.device)
+        if not rows:
+            return {"repetition": zero, "repetition_rows": zero}
+        prompts = [e.input_ids[:e.prompt_length] for e in rows]
+        answers = [[t for t in e.labels if t != IGNORE_INDEX] for e in rows]
+        gens = generate_token_ids(model, prompts, pad_token_id=self._pad(), eos_token_id=self.tokenizer.eos_token_id,
+                                  max_new_tokens=min(REPETITION_MAX_NEW_TOKENS, max(map(len, answers)) + 8),
+                                  batch_size=len(prompts), progress=False)
+        seqs, r_idx, c_idx = [], [], []
+        for p, a, g in zip(prompts, answers, gens):
+            context = context_text(self.tokenizer, p, self.tokenizer.decode(a, skip_special_tokens=True))
+            cand = candidate_positions(self.tokenizer, g, context)
+            if cand:
+                r_idx += [len(seqs)] * len(cand)
+                c_idx += [len(p) + j for j in cand]
+                seqs.append(EncodedExample(list(p) + list(g), [IGNORE_INDEX] * len(p) + list(g), len(p)))
+        if not seqs:
+            return {"repetition": zero, "repetition_rows": zero}
+        batch = collate(seqs, self._pad())
+        ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+        plens = torch.tensor([e.prompt_length for e in seqs], device=model.device)
+        with torch.no_grad():       # the routing generate gave these tokens (docs/method.md §3)
+            entropy, router_logits = model.route_questions(ids, mask, plens)
+            entropy, _ = model._answer_entropy(ids, mask, plens, entropy, router_logits, need_output=False)
+        logits = train_model(input_ids=ids, attention_mask=mask, entropy=entropy, router_logits=router_logits,
+                             use_cache=False).logits
+        loss = cfg.lambda_repetition * unlikelihood(candidate_log_probs(logits, ids, r_idx, c_idx))
+        self.accelerator.backward(loss * weight)
+        return {"repetition": loss.detach(), "repetition_rows": torch.tensor(float(len(seqs)), device=model.device)}
+
     def _fused_head(self, fused: bool) -> Optional[torch.nn.Linear]:
         """The LM head the loss applies itself, chunk by chunk (``AlterConfig.fused_lm_head``), or None."""
         return self.model.plain_lm_head() if fused and self.config.fused_lm_head else None
@@ -471,6 +512,8 @@ class AlterTrainer:
             with self._state_scope(phase, batch):
                 out = self._step(phase, batch, train_model)
                 acc.backward(out["loss"] * weight)
+            if phase == "phase2" and self.config.lambda_repetition > 0 and (step + 1) % self.config.repetition_every == 0:
+                out.update(self._repetition_backward(idx, weight, train_model))
             values = step_values(out, acc)            # the step's one host sync
             if not math.isfinite(values["loss"]):
                 optimizer.zero_grad(set_to_none=True)
