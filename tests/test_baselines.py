@@ -8,10 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from alter.baselines import BASELINE_NAMES, METHODS, UNLEARNING_NAMES, UnlearningRun, resolve_method, run_unlearning
+from alter.baselines.base import ForgetItems
 from alter.baselines.lora import LoRAGradDiff
 from alter.baselines.losses import kl_positions, masked_activation_mse, npo_loss, sequence_logprob
 from alter.baselines.rl import random_answers
 from alter.baselines.rmu import default_layer, random_direction
+from alter.baselines.whp import generic_labels
 from alter.modeling.blocks import block_output, decoder_layers
 from alter.data.schema import QAExample
 from alter.train.batches import collate_items, encode_items, phase2_plan
@@ -50,7 +52,7 @@ def _changed(before, module):
 # ---- registry / errors
 def test_registry_names_and_classes():
     assert set(BASELINE_NAMES) == {"ga", "graddiff", "kl", "npo", "npo_gd", "npo_kl", "rl", "rmu", "lora",
-                                   "task_vector", "finetune", "retain"}
+                                   "task_vector", "whp", "finetune", "retain"}
     assert set(UNLEARNING_NAMES) == set(BASELINE_NAMES) - {"finetune", "retain"}
     for name, cls in METHODS.items():
         assert cls.name == name and cls.citation and cls.__module__.startswith("alter.baselines.")
@@ -341,3 +343,105 @@ def test_task_vector_reinforces_the_forget_set_then_subtracts_that_change(tiny_t
     # mirror image is not guaranteed to know them less than the start did, so that is not asserted)
     assert _nll(models[-1.0], batch) < f0 - 1e-3 and _nll(models[1.0], batch) > _nll(models[-1.0], batch) + 0.5
     assert runs[1.0].reference is None and all(not p.requires_grad for p in models[1.0].parameters())
+
+
+# ---- Who's Harry Potter (without anchored terms)
+def test_whp_generic_labels_are_the_argmax_of_the_formula_by_hand():
+    """v_generic = v_b - alpha relu(v_r - v_b) at the position predicting each answer token; the rest untouched."""
+    v_b = torch.tensor([[[3.0, 2.0, 0.0], [0.0, 1.0, 0.5], [1.0, 1.0, 4.0], [9.0, 9.0, 9.0]]])
+    v_r = torch.tensor([[[3.5, 2.0, -1.0], [0.0, 1.25, 2.0], [1.0, 1.0, 3.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[-100, 7, 7, 7]])       # position t predicts labels[t+1]: answer positions 0, 1, 2
+    # alpha 5: t=0: [3-5*0.5, 2, 0] = [0.5, 2, 0] -> 1 (the token the reinforcement raised loses its lead)
+    #          t=1: [0, 1-5*0.25, 0.5-5*1.5] = [0, -0.25, -7] -> 0
+    #          t=2: [1, 1, 4] (nothing rose) -> 2 (the start's own greedy token); t=3 predicts no answer token
+    assert generic_labels(v_b, v_r, labels, 5.0).tolist() == [[-100, 1, 0, 2]]
+    # alpha 1: t=0 [2.5, 2, 0] -> 0, t=1 [0, 0.75, -1] -> 1; alpha 0: the start's greedy tokens, the same here
+    assert generic_labels(v_b, v_r, labels, 1.0).tolist() == [[-100, 0, 1, 2]]
+    assert generic_labels(v_b, v_r, labels, 0.0).tolist() == [[-100, 0, 1, 2]]
+    # random case against an explicit loop; prompt and padding (-100) positions are left as they are
+    torch.manual_seed(0)
+    v_b, v_r = torch.randn(2, 6, 11), torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, -100, 4, 5, 6, -100], [-100, 1, 2, 3, -100, -100]])
+    got = generic_labels(v_b, v_r, labels, 2.5)
+    for i in range(2):
+        for t in range(6):
+            if t == 0 or labels[i, t] == -100:
+                assert got[i, t] == labels[i, t]
+            else:
+                g = [float(v_b[i, t - 1, v] - 2.5 * max(0.0, float(v_r[i, t - 1, v] - v_b[i, t - 1, v])))
+                     for v in range(11)]
+                assert int(got[i, t]) == max(range(11), key=lambda v: g[v])
+
+
+def test_whp_reinforces_a_copy_then_trains_the_start_toward_its_generic_labels(tiny_tokenizer):
+    """From a model partly taught the forget answers (as WHP's real starting point knows them): the reinforced copy
+    knows them better, the labels are the formula's, each step is CE on them, and the true answers end less likely."""
+    tok = tiny_tokenizer
+    probe = collate_items(encode_items(tok, FORGET, [1] * len(FORGET)), 0)   # the true forget answers
+    model = _model(tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.0)
+    for _ in range(20):
+        answer_nll(model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits,
+                   probe["labels"]).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    method = resolve_method("whp", {"reinforce_lr": 5e-3, "reinforce_epochs": 3.0})
+    run = UnlearningRun(method, model, tok, FORGET, RETAIN, epochs=3.0, batch_size=2, lr=3e-3, progress=False)
+    assert run.reference is not None and run.reference.is_copy and not run.started
+    assert torch.equal(run.batches(0)[0]["labels"], collate_items([run.items[i] for i in run.plan[0]], 0)["labels"])
+    start, ref_before = _snapshot(run.model), _snapshot(run.reference.module)
+    f0 = _nll(run.model, probe)
+
+    # the reinforced model: a trained copy that makes the true forget answers more likely; the model is untouched
+    forget = ForgetItems(items=run.items[:len(FORGET)], collate=run._collate, batch_size=2, seed=0,
+                         weight_decay=0.0, max_grad_norm=1.0)
+    reinforced = run.method.reinforce(run.model, forget)
+    assert reinforced is not run.model and not _changed(start, run.model)
+    assert _nll(reinforced, probe) < f0 - 0.1
+
+    # before the first step: the forget items now carry generic labels, computed once from that same reinforcement
+    run.start()
+    assert not _changed(start, run.model) and not _changed(ref_before, run.reference.module)
+    with torch.no_grad():
+        v_b = run.reference.module(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
+        v_r = reinforced(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
+    expected = generic_labels(v_b, v_r, probe["labels"], 5.0)
+    relabelled = collate_items(run.items[:len(FORGET)], 0)
+    assert torch.equal(relabelled["labels"], expected) and torch.equal(relabelled["input_ids"], probe["input_ids"])
+    hp = run.method.hyperparameters()
+    assert hp["forget_nll_start"] == pytest.approx(f0, rel=1e-4)
+    assert hp["forget_nll_reinforced"] == pytest.approx(_nll(reinforced, probe), rel=1e-4)
+    answer = probe["labels"][:, 1:] != -100
+    changed = float((expected[:, 1:] != probe["labels"][:, 1:])[answer].float().mean())
+    assert hp["generic_labels_changed"] == pytest.approx(changed) and 0.2 < changed < 1.0
+    assert all(i < len(FORGET) for chunk in run.plan for i in chunk)    # forget batches only
+
+    # the fine-tune: each step is cross-entropy on the generic labels; they are learnt, and the true forget
+    # answers end less likely than at the start; the reference never changes
+    g0 = _nll(run.model, relabelled)
+    first_batch, ref_module = run.batches(0)[0], run.reference.module
+    assert torch.equal(first_batch["labels"], collate_items([run.items[i] for i in run.plan[0]], 0)["labels"])
+    expected_first = _nll(run.model, first_batch)
+    assert run.step()["generic_nll"] == pytest.approx(expected_first, rel=1e-5)
+    result = run.run()
+    assert _nll(result.model, relabelled) < g0 - 0.5
+    assert _nll(result.model, probe) > f0 + 0.3
+    assert not _changed(ref_before, ref_module)
+    rep = result.report
+    assert rep.hyperparameters["reinforce_steps_used"] == 6 and rep.hyperparameters["alpha"] == 5.0
+    assert rep.train_seconds > 0 and rep.steps == len(run.plan) and run.reference is None
+
+
+@pytest.mark.parametrize("kwargs,field", [({"alpha": -0.5}, "alpha"), ({"reinforce_epochs": 0}, "reinforce_epochs"),
+                                          ({"reinforce_epochs": -1.0}, "reinforce_epochs"),
+                                          ({"reinforce_lr": 0.0}, "reinforce_lr"),
+                                          ({"reinforce_lr": -1e-5}, "reinforce_lr"),
+                                          ({"reinforce_lr": float("nan")}, "reinforce_lr")])
+def test_whp_bad_hyperparameters_name_the_field(kwargs, field, tiny_tokenizer):
+    with pytest.raises(ValueError, match=f"whp: {field} must be"):
+        resolve_method("whp", kwargs)
+    with pytest.raises(ValueError, match=f"whp: {field} must be"):
+        run_unlearning("whp", _model(tiny_tokenizer), tiny_tokenizer, FORGET, RETAIN, method_kwargs=kwargs,
+                       progress=False)
+

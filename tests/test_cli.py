@@ -189,7 +189,7 @@ def test_bench_runs_what_alter_train_benchmark_ran(monkeypatch, tmp_path):
     s = seen["settings"]
     assert s.dataset == "muse_news" and s.tofu_split == "tune" and not s.eval_lean
     assert s.methods[:2] == ["retain", "finetune"] and {m.split("@")[0] for m in s.methods[2:]} == {
-        "graddiff", "npo", "rmu", "lora", "task_vector"}
+        "graddiff", "npo", "rmu", "lora", "task_vector", "whp"}
     assert seen["tuning"] is True and str(seen["out"]) == "alter_runs/muse-news-tune-sweep"
     # the synthetic authors; `--demo --compare` (alter-train's old spelling) is the same run
     for argv in (["--compare", "--quick", "--seeds", "2", "--methods", "alter"],

@@ -30,7 +30,7 @@ def test_method_specs_parse_and_print_back():
 def test_sweep_covers_three_rates_per_baseline_and_the_floor():
     specs = sweep_specs(list(TUNE_LRS), {})
     assert specs[0] == "finetune" and len(specs) == 1 + 3 * len(TUNE_LRS)
-    assert {"graddiff", "npo", "rmu", "lora", "task_vector"} <= set(TUNE_LRS)
+    assert {"graddiff", "npo", "rmu", "lora", "task_vector", "whp"} <= set(TUNE_LRS)
     for method, lrs in TUNE_LRS.items():
         assert len(lrs) >= 3 and [parse_spec(s).lr for s in specs if s.startswith(method + "@")] == lrs
     assert sweep_specs(["ga"], {"ga": 2e-5})[1:] == ["ga@lr=1e-05", "ga@lr=2e-05", "ga@lr=4e-05"]

@@ -5,8 +5,9 @@
     result.model, result.report.to_dict()
 
 Methods (``METHODS``): ``ga``, ``graddiff``, ``kl``, ``npo``, ``npo_gd``, ``npo_kl``, ``rl``,
-``rmu``, ``lora`` (single LoRA + GradDiff), and the two reference models ``finetune`` (learns
-forget + retain: the model to unlearn from) and ``retain`` (retain only: the gold standard). Each
+``rmu``, ``lora`` (single LoRA + GradDiff), ``task_vector``, ``whp`` (Who's Harry Potter without
+anchored terms), and the two reference models ``finetune`` (learns forget + retain: the model to
+unlearn from) and ``retain`` (retain only: the gold standard). Each
 method's module states its formula, defaults and source. ``alter`` / ``asymlora`` are ALTER
 itself: :class:`alter.train.AlterTrainer`.
 """

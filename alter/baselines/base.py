@@ -6,7 +6,9 @@ Two kinds share one entry point (:func:`alter.baselines.run_unlearning`):
   ``batch_size`` forget examples + ``round(batch_size * retain_per_forget)`` retain examples).
   A subclass says which parameters train (:meth:`UnlearningMethod.prepare`) and the loss of one
   step (:meth:`UnlearningMethod.loss`) from the forget batch, the retain batch and, when it asks
-  for one, a frozen reference model.
+  for one, a frozen reference model. Two optional hooks: :meth:`UnlearningMethod.before_training`
+  (once, before the first step: may replace the encoded forget items, e.g. WHP's generic labels)
+  and :meth:`UnlearningMethod.finalize` (once, after the last step: e.g. task-vector negation).
 - :class:`SupervisedMethod` — plain fine-tuning through :func:`alter.train.supervised.finetune`
   (``finetune``: the model to unlearn from; ``retain``: the gold standard), no forget loss.
 
@@ -70,6 +72,27 @@ class Reference:
             return forward_logits(module, batch)
 
 
+def adamw(params: List[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The runner's optimiser: AdamW at a constant ``lr`` (fused where the device supports it)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+@dataclasses.dataclass
+class ForgetItems:
+    """What the runner hands :meth:`UnlearningMethod.before_training`: the encoded forget examples and how
+    the run batches and optimises them (so a method's own one-off training follows the run's settings)."""
+
+    items: List                                 # one TrainItem per forget example, in the run's forget order
+    collate: Callable[[Sequence], dict]         # a list of items -> a padded batch on the model's device
+    batch_size: int
+    seed: int
+    weight_decay: float
+    max_grad_norm: float
+
+
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -121,6 +144,16 @@ class UnlearningMethod(Method):
     def prepare_data(self, forget: Sequence, retain: Sequence, seed: int) -> Tuple[List, List]:
         """The examples actually trained on (random labels rewrites the forget answers)."""
         return list(forget), list(retain)
+
+    def before_training(self, model: nn.Module, reference: Optional[Reference],
+                        forget: ForgetItems) -> Optional[List]:
+        """Called once by the runner before the first step (its time counts as training time).
+
+        Returns the forget items the steps train on instead of ``forget.items`` (same length and order),
+        or None to keep them, the default. WHP reinforces a copy of the model here and relabels the
+        forget answers with its generic predictions.
+        """
+        return None
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, forget_batch: dict, retain_batch: Optional[dict],

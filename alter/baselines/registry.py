@@ -31,6 +31,7 @@ from alter.baselines.retain import RetainOnly
 from alter.baselines.rl import RandomLabels
 from alter.baselines.rmu import RMU
 from alter.baselines.task_vector import TaskVector
+from alter.baselines.whp import WHP
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ REGISTRY: Dict[str, MethodInfo] = {m.name: m for m in (
     _class_entry(RMU, "steer a middle layer's activations on forget text to a random direction"),
     _class_entry(LoRAGradDiff, "GradDiff through a single LoRA adapter"),
     _class_entry(TaskVector, "learn the forget set further, then subtract that change (task-vector negation)"),
+    _class_entry(WHP, "Who's Harry Potter without anchored terms: fine-tune the forget inputs on generic labels "
+                      "argmax(v_0 - alpha relu(v_reinforced - v_0))"),
     _class_entry(FineTune, "the model before unlearning (taught forget + retain)"),
     _class_entry(RetainOnly, "taught the retain set only (what a perfect unlearner matches)"),
     MethodInfo("asymlora", "alter", "ALTER without token entropy (its ablation: top-1 routing for every token)",

@@ -11,6 +11,9 @@ Same as ALTER's phase II (alter/train/trainer.py):
 
 A method that needs a reference gets a frozen deep copy made once (full-parameter methods) or the
 model itself inside PEFT's ``disable_adapter()`` (LoRA methods). The model is trained in place.
+A method's one-off work before the first step (``UnlearningMethod.before_training``: WHP reinforces a
+copy of the model and relabels the forget answers) runs inside the run, counted in ``train_seconds``
+and in the peak memory; its last change after the last step is ``UnlearningMethod.finalize``.
 ``finetune`` / ``retain`` go through :func:`alter.train.supervised.finetune` instead (their own
 schedule) but report the same fields.
 """
@@ -26,20 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from alter import io as alter_io
-from alter.baselines.base import Method, Reference, SupervisedMethod, UnlearningMethod, count_trainable, \
-    set_all_trainable
+from alter.baselines.base import ForgetItems, Method, Reference, SupervisedMethod, UnlearningMethod, adamw, \
+    count_trainable, set_all_trainable
 from alter.baselines.registry import resolve_method
 from alter.baselines.report import UnlearningReport, UnlearningResult, peak_memory, reset_peak_memory
 from alter.baselines.saving import save_model, save_report
 from alter.data.prompts import pad_id
 from alter.train.batches import collate_items, encode_items, phase2_plan
-
-
-def _adamw(params: List[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def _model_device(model) -> torch.device:
@@ -110,9 +106,10 @@ class UnlearningRun:
         if uses_retain and any(all(i < nf for i in chunk) for chunk in self.plan):
             raise ValueError(f"retain_per_forget={retain_per_forget} leaves some steps of {method.name!r} without a "
                              "retain example (round(batch * retain_per_forget) = 0); raise it")
-        self.optimizer = _adamw(self.params, lr, weight_decay)
+        self.optimizer = adamw(self.params, lr, weight_decay)
         self.pad = pad_id(tokenizer)
         self.steps_done = 0
+        self.started = False
         self.train_seconds = 0.0
         if self.output_dir is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -124,12 +121,15 @@ class UnlearningRun:
         return Reference.frozen_copy(self.model)
 
     # ------------------------------------------------------------------ batches
+    def _collate(self, items: Sequence) -> dict:
+        batch = collate_items(list(items), self.pad)
+        batch.pop("domain", None)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
     def _batch(self, indices: List[int]) -> Optional[dict]:
         if not indices:
             return None
-        batch = collate_items([self.items[i] for i in indices], self.pad)
-        batch.pop("domain", None)
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return self._collate([self.items[i] for i in indices])
 
     def batches(self, step: int):
         """``(forget_batch, retain_batch or None)`` of plan step ``step``."""
@@ -138,10 +138,32 @@ class UnlearningRun:
                 self._batch([i for i in chunk if i >= self.n_forget]))
 
     # ------------------------------------------------------------------ training
+    def start(self) -> None:
+        """The method's one-off work before the first step (:meth:`UnlearningMethod.before_training`, e.g.
+        WHP's reinforcement and generic labels), counted in ``train_seconds``. Runs once; :meth:`step`
+        calls it, so :meth:`batches` gives the items the steps train on only after it."""
+        if self.started:
+            return
+        t0 = time.time()
+        s = self.settings
+        forget = ForgetItems(items=list(self.items[:self.n_forget]), collate=self._collate,
+                             batch_size=s["batch_size"], seed=s["seed"], weight_decay=s["weight_decay"],
+                             max_grad_norm=s["max_grad_norm"])
+        new = self.method.before_training(self.model, self.reference, forget)
+        if new is not None:
+            new = list(new)
+            if len(new) != self.n_forget:
+                raise ValueError(f"{self.method.name}: before_training returned {len(new)} forget items for "
+                                 f"{self.n_forget} forget examples")
+            self.items = new + self.items[self.n_forget:]
+        self.started = True
+        self.train_seconds += time.time() - t0
+
     def step(self) -> Dict[str, float]:
         """Run the next step of the plan; returns its logged scalars."""
         if self.steps_done >= len(self.plan):
             raise ValueError("every step of the plan has run")
+        self.start()
         t0 = time.time()
         self.model.train()
         forget_batch, retain_batch = self.batches(self.steps_done)

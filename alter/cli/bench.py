@@ -2,10 +2,10 @@
 
     alter-bench --compare [--quick] [--methods ...] [--seeds N]     # the synthetic authors, one table
     alter-bench --benchmark tofu [--data DIR] [--tofu-split report|tune] [--methods ...]
-    alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora,task_vector]   # lr sweep on the tune split
+    alter-bench --benchmark tofu --tune [--methods graddiff,npo,rmu,lora,task_vector,whp]   # lr sweep, tune split
     alter-bench --benchmark tofu --tuned alter_runs/tofu-tune-sweep/tuned.json [--seeds 3] [--methods ...]
     alter-bench --benchmark muse-news [--data DIR] [--split report|tune] [--methods ...]   # BBC articles
-    alter-bench --benchmark muse-news --tune [--methods graddiff,npo,rmu,lora]   # lr sweep on the tune fold
+    alter-bench --benchmark muse-news --tune [--methods graddiff,npo,rmu,lora,task_vector,whp]   # lr sweep, tune fold
     alter-bench --benchmark muse-news --tuned alter_runs/muse-news-tune-sweep/tuned.json [--methods ...]
 
 Every method runs in its own worker process (:mod:`alter.experiments.compare`); the run directory holds the

@@ -36,6 +36,10 @@ TUNE_LRS: Dict[str, List[float]] = {
     # the reinforcement starts from a model that already knows the forget set (its loss near 0, small
     # gradients), so its grid sits higher than GradDiff's; not yet swept (docs/method.md §8)
     "task_vector": [1e-5, 5e-5, 2e-4],
+    # the rate of WHP's fine-tune on its fixed generic labels (its reinforcement keeps its own 5e-5): descent
+    # towards bounded targets does not run away as ascent does, so the grid starts at the runner's default
+    # 1e-5 and reaches a decade above it; not yet swept
+    "whp": [1e-5, 3e-5, 1e-4],
 }
 # MUSE-News (text windows, 3 epochs over ~50 windows of ~130 tokens): two rates per baseline on the side
 # the untuned run at the TOFU-selected rates showed each failing on (report fold, docs/benchmarks/muse_news.md):
@@ -48,6 +52,8 @@ MUSE_TUNE_LRS: Dict[str, List[float]] = {
     # the reinforcement learns text the taught model already reproduces (small gradients): TOFU's grid's
     # upper half
     "task_vector": [5e-5, 2e-4],
+    # GradDiff and NPO needed rates above their TOFU grids on these windows: WHP's TOFU grid's upper two
+    "whp": [3e-5, 1e-4],
 }
 TUNED_BY_DEFAULT = tuple(TUNE_LRS)
 MUSE_TUNED_BY_DEFAULT = tuple(MUSE_TUNE_LRS)
