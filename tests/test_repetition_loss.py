@@ -53,13 +53,13 @@ def test_candidate_log_probs_reads_the_predicting_position():
 
 def test_phase2_trains_with_the_repetition_term_on_forget_experts_only(tiny_tokenizer, monkeypatch):
     import alter
-    import alter.train.trainer as trainer_module
+    import alter.train.repetition_loss as repetition_module
     from tests.test_answer_stop import FORGET, RETAIN
     from tests.helpers import make_tiny_llama
 
     # a random tiny model rarely loops within a few tokens: every generated token is made a candidate, so
     # the term's path (generation, routing as generated, backward) runs on every step
-    monkeypatch.setattr(trainer_module, "candidate_positions", lambda tok, ids, ctx: list(range(len(ids))))
+    monkeypatch.setattr(repetition_module, "candidate_positions", lambda tok, ids, ctx: list(range(len(ids))))
     torch.manual_seed(0)
     cfg = alter.AlterConfig(batch_size=2, phase2_epochs=1, phase2_min_steps=0, lambda_repetition=1.0,
                             stop_level_scale=-1.0, stop_forget_probability=-1.0, stop_when_forgotten=-1.0)

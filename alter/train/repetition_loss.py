@@ -24,10 +24,12 @@ position is left alone. Shapes: ``token_log_p`` ``[N]``, the log-probabilities o
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
 import torch
 
+from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate
+from alter.eval.batch_generation import generate_token_ids
 from alter.eval.metrics.degeneration import scripts
 
 REPEAT_NGRAM = 4
@@ -84,3 +86,39 @@ def candidate_log_probs(logits: torch.Tensor, ids: torch.Tensor, rows: Sequence[
 def context_text(tokenizer, prompt_ids: Sequence[int], answer: Optional[str]) -> str:
     """The text a continuation may draw its scripts from: its prompt and the true answer."""
     return tokenizer.decode(list(prompt_ids), skip_special_tokens=True) + " " + (answer or "")
+
+
+def on_policy_repetition_loss(model, train_model, tokenizer, rows: Sequence[EncodedExample], pad_id: int
+                              ) -> Tuple[torch.Tensor, int]:
+    """The term (unweighted) of one phase II step and the number of answers with candidates: the rows'
+    prompts (passages, rows without one, are skipped) answered greedily through the inference path, their
+    candidates found, and their unlikelihood under the routing generation gave them (a no-grad routing pass,
+    docs/method.md §3, then the forward of ``train_model`` with that routing). ``model`` is the
+    :class:`alter.modeling.model.AlterModel`; ``train_model`` the module the step trains (it may wrap it)."""
+    zero = torch.zeros((), device=model.device)
+    rows = [e for e in rows if 0 < e.prompt_length < len(e.input_ids)]
+    if not rows:
+        return zero, 0
+    prompts = [e.input_ids[:e.prompt_length] for e in rows]
+    answers = [[t for t in e.labels if t != IGNORE_INDEX] for e in rows]
+    gens = generate_token_ids(model, prompts, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                              max_new_tokens=min(REPETITION_MAX_NEW_TOKENS, max(map(len, answers)) + 8),
+                              batch_size=len(prompts), progress=False)
+    seqs, r_idx, c_idx = [], [], []
+    for p, a, g in zip(prompts, answers, gens):
+        cand = candidate_positions(tokenizer, g, context_text(tokenizer, p, tokenizer.decode(a, skip_special_tokens=True)))
+        if cand:
+            r_idx += [len(seqs)] * len(cand)
+            c_idx += [len(p) + j for j in cand]
+            seqs.append(EncodedExample(list(p) + list(g), [IGNORE_INDEX] * len(p) + list(g), len(p)))
+    if not seqs:
+        return zero, 0
+    batch = collate(seqs, pad_id)
+    ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
+    plens = torch.tensor([e.prompt_length for e in seqs], device=model.device)
+    with torch.no_grad():
+        entropy, router_logits = model.route_questions(ids, mask, plens)
+        entropy, _ = model._answer_entropy(ids, mask, plens, entropy, router_logits, need_output=False)
+    logits = train_model(input_ids=ids, attention_mask=mask, entropy=entropy, router_logits=router_logits,
+                         use_cache=False).logits
+    return unlikelihood(candidate_log_probs(logits, ids, r_idx, c_idx)), len(seqs)

@@ -12,7 +12,9 @@
   (:mod:`alter.modeling.name_match`), so a question naming them in part still reaches their expert; with
   ``route_forget_questions``, each forget question's own wording (:mod:`alter.modeling.question_match`);
 - :func:`name_variant_features`: with ``router_name_variants``, the same for each forget question with its
-  names altered (:mod:`alter.data.name_variants`), more rows of its domain's bank.
+  names altered (:mod:`alter.data.name_variants`), more rows of its domain's bank;
+- :func:`fit_question_router` / :func:`fill_new_bank`: the banks and threshold fitted from those features
+  (or, in continual unlearning, only a new domain's bank filled) and each forget item's held-out strength.
 """
 
 from __future__ import annotations
@@ -152,3 +154,44 @@ def positioned(variants: Sequence[Tuple[int, torch.Tensor]], rows: Sequence[int]
     """``variants`` keyed by row, re-keyed by each row's position in ``rows`` (the order the router is fitted in)."""
     at = {i: p for p, i in enumerate(rows)}
     return [(at[i], f) for i, f in variants if i in at]
+
+
+def fit_question_router(model, items: Sequence, features: Dict[int, torch.Tensor], variants: Sequence,
+                        config: AlterConfig) -> Optional[dict]:
+    """Banks and threshold of ``model.question_router`` from the training prompts' ``features`` (row ->
+    unit features; ``variants``: their altered names, more bank rows), and each forget item's held-out
+    strength (``route_strength``). Returns the calibration for the report. Continual unlearning (a router
+    already calibrated, new empty domains): only the new domains' banks are filled
+    (:func:`fill_new_bank`), the threshold and earlier banks stay."""
+    router = model.question_router
+    order = sorted(features)
+    domains = [items[i].domain_id for i in order]
+    empty = [k for k, b in enumerate(router.banks) if b.numel() == 0]
+    if router.calibration and empty:
+        cal = None
+        for k in empty:
+            cal = fill_new_bank(model, items, k, [i for i, d in zip(order, domains) if d == k], features, variants,
+                                config)
+        return cal
+    cal = router.fit([features[i] for i in order], domains, max_bank=config.router_bank_size, seed=config.seed,
+                     retain_quantile=config.router_retain_quantile,
+                     extra=positioned(variants, order))           # a row's altered names join its bank
+    for i, z in zip(order, router.loo_strength(domains).tolist()):
+        items[i].route_strength = float(z)
+    return cal
+
+
+def fill_new_bank(model, items: Sequence, k: int, rows: List[int], features: Dict[int, torch.Tensor],
+                  variants: Sequence, config: AlterConfig) -> dict:
+    """A new domain's bank (capped at ``router_bank_size``) and its items' held-out router strength, as a
+    fresh fit gives every forget item; returns the new domain's held-out recall at the kept threshold."""
+    router = model.question_router
+    if not rows:
+        raise ValueError(f"no training prompt for the new domain {model.domains[k]!r}")
+    scores = router.fill_bank(k, [features[i] for i in rows], max_bank=config.router_bank_size, seed=config.seed,
+                              extra=positioned(variants, rows))
+    for i, z in zip(rows, router.strength(scores).tolist()):
+        items[i].route_strength = float(z)
+    return {"new_domain": model.domains[k], "forget_prompts": len(rows),
+            "loo_forget_recall": float((scores > router.threshold).float().mean()),
+            "bank_rows": int(router.banks[k].shape[0])}

@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 
 from alter import io as alter_io
 from alter.config import AlterConfig
-from alter.data.prompts import IGNORE_INDEX, EncodedExample, collate, pad_id
-from alter.eval.batch_generation import generate_token_ids
+from alter.data.prompts import IGNORE_INDEX, pad_id
 from alter.modeling.entropy import is_high, resolve_theta, shift_entropy
 from alter.modeling.model import AlterModel, wrap
 from alter.modeling.question_router import QuestionRouter
@@ -48,10 +47,10 @@ from alter.train import checkpoint as ckpt
 from alter.train.batches import (TrainItem, collate_items, encode_items, forget_domain_of, phase1_plan, phase2_plan,
                                  plain_twins, rank_share, swap_in_twins)
 from alter.train.stopping import EarlyStop
-from alter.train.router_bank import configure_units, name_variant_features, positioned, router_only_rows, unit_features
+from alter.train.router_bank import (configure_units, fit_question_router, name_variant_features, router_only_rows,
+                                     unit_features)
 from alter.train.kl_targets import ensure_targets
-from alter.train.repetition_loss import (REPETITION_MAX_NEW_TOKENS, candidate_log_probs, candidate_positions,
-                                         context_text, unlikelihood)
+from alter.train.repetition_loss import on_policy_repetition_loss
 from alter.train.subdomains import centroid_init_routers, cluster_forget_examples
 from alter.train.losses import HeadInput, phase1_loss, phase2_losses
 from alter.train.step_values import step_values
@@ -243,38 +242,10 @@ class AlterTrainer:
         return torch.cat(answer) if answer else torch.empty(0)
 
     def _fit_question_router(self, features: Dict[int, torch.Tensor], variants: Sequence = ()) -> None:
-        """Banks and threshold from the training prompts (``variants``: their altered names, more bank rows); each
-        forget item's held-out strength. Continual unlearning (a router already calibrated, a new empty domain):
-        only the new domain's bank is filled (:meth:`_fill_new_bank`), the threshold and earlier banks stay."""
-        router = self.model.question_router
-        order = sorted(features)
-        domains = [self.items[i].domain_id for i in order]
-        empty = [k for k, b in enumerate(router.banks) if b.numel() == 0]
-        if router.calibration and empty:
-            for k in empty:
-                self._fill_new_bank(k, [i for i, d in zip(order, domains) if d == k], features, variants)
-            return
-        cal = router.fit([features[i] for i in order], domains, max_bank=self.config.router_bank_size,
-                         seed=self.config.seed, retain_quantile=self.config.router_retain_quantile,
-                         extra=positioned(variants, order))           # a row's altered names join its bank
-        for i, z in zip(order, router.loo_strength(domains).tolist()):
-            self.items[i].route_strength = float(z)
-        self.router_calibration = cal
-
-    def _fill_new_bank(self, k: int, rows: List[int], features: Dict[int, torch.Tensor], variants=()) -> None:
-        """A new domain's bank (capped at ``router_bank_size``) and its items' held-out router strength,
-        as a fresh fit gives every forget item; the new domain's held-out recall at the kept threshold
-        goes into the report."""
-        router = self.model.question_router
-        if not rows:
-            raise ValueError(f"no training prompt for the new domain {self.model.domains[k]!r}")
-        scores = router.fill_bank(k, [features[i] for i in rows], max_bank=self.config.router_bank_size,
-                                  seed=self.config.seed, extra=positioned(variants, rows))
-        for i, z in zip(rows, router.strength(scores).tolist()):
-            self.items[i].route_strength = float(z)
-        self.router_calibration = {"new_domain": self.model.domains[k], "forget_prompts": len(rows),
-                                   "loo_forget_recall": float((scores > router.threshold).float().mean()),
-                                   "bank_rows": int(router.banks[k].shape[0])}
+        """The question router's banks and threshold (:func:`alter.train.router_bank.fit_question_router`)."""
+        cal = fit_question_router(self.model, self.items, features, variants, self.config)
+        if cal is not None:
+            self.router_calibration = cal
 
     # ------------------------------------------------------------------ running
     def _show_progress(self) -> bool:
@@ -389,42 +360,15 @@ class AlterTrainer:
                              kl_targets=kl_targets, lambda_complement=cfg.lambda_complement)
 
     def _repetition_backward(self, idx: List[int], weight: float, train_model) -> Dict[str, torch.Tensor]:
-        """The on-policy unlikelihood term of the step's forget rows (:mod:`alter.train.repetition_loss`):
-        greedy answers through the inference path, their degenerate tokens found, and ``lambda_repetition``
-        times the unlikelihood of those tokens (under the routing generation gave them) back-propagated.
-        Returns the logged values (``repetition``: the term; ``repetition_rows``: rows with candidates)."""
-        cfg, model = self.config, self.model
+        """``lambda_repetition`` times the on-policy unlikelihood term of the step's forget rows
+        (:func:`alter.train.repetition_loss.on_policy_repetition_loss`), back-propagated; returns the logged
+        values (``repetition``: the term; ``repetition_rows``: rows with candidates)."""
         rows = [self.items[i].encoded for i in idx if self.items[i].domain_id != 0]
-        rows = [e for e in rows if 0 < e.prompt_length < len(e.input_ids)]      # passages have no prompt
-        zero = torch.zeros((), device=model.device)
-        if not rows:
-            return {"repetition": zero, "repetition_rows": zero}
-        prompts = [e.input_ids[:e.prompt_length] for e in rows]
-        answers = [[t for t in e.labels if t != IGNORE_INDEX] for e in rows]
-        gens = generate_token_ids(model, prompts, pad_token_id=self._pad(), eos_token_id=self.tokenizer.eos_token_id,
-                                  max_new_tokens=min(REPETITION_MAX_NEW_TOKENS, max(map(len, answers)) + 8),
-                                  batch_size=len(prompts), progress=False)
-        seqs, r_idx, c_idx = [], [], []
-        for p, a, g in zip(prompts, answers, gens):
-            context = context_text(self.tokenizer, p, self.tokenizer.decode(a, skip_special_tokens=True))
-            cand = candidate_positions(self.tokenizer, g, context)
-            if cand:
-                r_idx += [len(seqs)] * len(cand)
-                c_idx += [len(p) + j for j in cand]
-                seqs.append(EncodedExample(list(p) + list(g), [IGNORE_INDEX] * len(p) + list(g), len(p)))
-        if not seqs:
-            return {"repetition": zero, "repetition_rows": zero}
-        batch = collate(seqs, self._pad())
-        ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
-        plens = torch.tensor([e.prompt_length for e in seqs], device=model.device)
-        with torch.no_grad():       # the routing generate gave these tokens (docs/method.md §3)
-            entropy, router_logits = model.route_questions(ids, mask, plens)
-            entropy, _ = model._answer_entropy(ids, mask, plens, entropy, router_logits, need_output=False)
-        logits = train_model(input_ids=ids, attention_mask=mask, entropy=entropy, router_logits=router_logits,
-                             use_cache=False).logits
-        loss = cfg.lambda_repetition * unlikelihood(candidate_log_probs(logits, ids, r_idx, c_idx))
-        self.accelerator.backward(loss * weight)
-        return {"repetition": loss.detach(), "repetition_rows": torch.tensor(float(len(seqs)), device=model.device)}
+        term, n = on_policy_repetition_loss(self.model, train_model, self.tokenizer, rows, self._pad())
+        loss = self.config.lambda_repetition * term
+        if n:
+            self.accelerator.backward(loss * weight)
+        return {"repetition": loss.detach(), "repetition_rows": torch.tensor(float(n), device=self.model.device)}
 
     def _fused_head(self, fused: bool) -> Optional[torch.nn.Linear]:
         """The LM head the loss applies itself, chunk by chunk (``AlterConfig.fused_lm_head``), or None."""
